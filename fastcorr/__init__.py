@@ -1,0 +1,27 @@
+"""fastcorr: fused Numba kernels for the correlation of two NHWC tensors and its two losses.
+
+See DESIGN.md for the math and the contract; `fastcorr.reference` is the plain-NumPy oracle.
+"""
+
+from . import reference
+from ._api import (
+    corr_loss,
+    corr_loss_and_grad,
+    correlation,
+    correlation_vjp,
+    product_loss,
+    product_loss_and_grad,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "correlation",
+    "correlation_vjp",
+    "corr_loss",
+    "corr_loss_and_grad",
+    "product_loss",
+    "product_loss_and_grad",
+    "reference",
+    "__version__",
+]

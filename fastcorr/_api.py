@@ -1,0 +1,334 @@
+"""The public functions: validation, axis and broadcast handling, dispatch to a backend.
+
+Kernel backends see one contract (DESIGN.md section 3): `a` and `b` as 3-D (P, R, Q) arrays of
+one float dtype, the reduced axes in the middle, outputs allocated here. `_Call` does the
+checks shared by all six functions; `_Layout` maps between the caller's N-D shapes and (P, R, Q).
+"""
+
+from functools import lru_cache
+
+import numpy as np
+
+from . import reference
+from ._validate import (
+    BACKENDS,
+    REDUCTIONS,
+    as_host_array,
+    broadcast_shape,
+    check_choice,
+    check_grad_out,
+    check_out,
+    is_device_array,
+    normalize_axes,
+    resolve_dtypes,
+)
+
+_F64 = np.dtype(np.float64)
+
+
+def _kernels(backend):
+    """The kernel module of a backend, imported on first use: `import fastcorr` stays light."""
+    if backend == "cpu":
+        from ._kernels import cpu
+
+        return cpu
+    raise RuntimeError(
+        "fastcorr: the CUDA backend is not available in this build; use backend='cpu'"
+    )
+
+
+class _Call:
+    """The checked arguments of one public call."""
+
+    __slots__ = ("func", "a", "b", "shape", "axes", "dtype", "result", "backend", "layout")
+
+    def __init__(self, func, a, b, axis, backend, reduction=None):
+        if backend not in BACKENDS:
+            check_choice(func, "backend", backend, BACKENDS)
+        if reduction is not None and reduction not in REDUCTIONS:
+            check_choice(func, "reduction", reduction, REDUCTIONS)
+        if type(a) is np.ndarray and type(b) is np.ndarray:  # the common case, checked cheaply
+            if backend == "auto":
+                backend = "cpu"
+        else:
+            backend = self._device_backend(func, a, b, backend)
+        if backend == "cuda":
+            _kernels("cuda")
+        a = as_host_array(a, "a", func)
+        b = as_host_array(b, "b", func)
+        self.dtype, self.result = resolve_dtypes(func, a.dtype, b.dtype)
+        self.shape = broadcast_shape(func, a.shape, b.shape)
+        self.axes = normalize_axes(func, axis, len(self.shape))
+        self.func = func
+        self.backend = backend
+        # astype converts integers, float16 and byte-swapped input; same-dtype input is untouched
+        self.a = a if a.dtype is self.dtype else a.astype(self.dtype)
+        self.b = b if b.dtype is self.dtype else b.astype(self.dtype)
+        self.layout = _layout(self.shape, self.axes)
+
+    @staticmethod
+    def _device_backend(func, a, b, backend):
+        dev_a, dev_b = is_device_array(a), is_device_array(b)
+        if not (dev_a or dev_b):
+            return "cpu" if backend == "auto" else backend
+        if not (dev_a and dev_b):
+            which = "a" if dev_a else "b"
+            raise TypeError(
+                f"{func}: {which} is a CUDA device array and the other input a host array; "
+                "move both to the same device"
+            )
+        if backend in ("cpu", "reference"):
+            raise TypeError(
+                f"{func}: backend={backend!r} needs host arrays; the inputs are CUDA device "
+                "arrays (use backend='cuda' or 'auto', or copy them to the host)"
+            )
+        return "cuda"
+
+    @property
+    def kernels(self):
+        return _kernels(self.backend)
+
+    def operands(self):
+        """a and b as (P, R, Q) arrays: views where the layout allows, else copies.
+
+        Numba compiles a kernel for each combination of array types it meets; anything but
+        two writeable C-ordered arrays is passed as read-only views, to keep those few."""
+        lay = self.layout
+        a3, b3 = lay.to3d(self.a), lay.to3d(self.b)
+        fa, fb = a3.flags, b3.flags
+        if fa.writeable and fb.writeable and fa.c_contiguous and fb.c_contiguous:
+            return a3, b3
+        return _readonly(a3), _readonly(b3)
+
+    def scale(self, reduction):
+        n = self.layout.positions
+        return 1.0 / n if reduction == "mean" and n else 1.0
+
+    def loss(self, total, reduction):
+        """A summed loss as a scalar of the result dtype, divided for reduction='mean'."""
+        if reduction == "mean":
+            n = self.layout.positions
+            total = total / n if n else float("nan")
+        return self.result.type(total)
+
+    def unshares(self, out):
+        """True where writing into `out` cannot disturb the inputs still being read."""
+        return not (np.may_share_memory(out, self.a) or np.may_share_memory(out, self.b))
+
+
+class _Layout:
+    """How an N-D broadcast shape and its reduced axes map to (P, R, Q).
+
+    Non-reduced axes after the last reduced one form Q, the rest P, so for C-ordered input
+    the 3-D form is a view: axis=-1 in NHWC is (N*H*W, C, 1), axis=1 is (N, H, W*C)."""
+
+    def __init__(self, shape, axes):
+        n = len(shape)
+        last = axes[-1] if axes else n - 1
+        outer = tuple(i for i in range(n) if i not in axes and (i < last or not axes))
+        inner = tuple(range(last + 1, n)) if axes else ()
+        perm = outer + axes + inner
+        self.shape = shape
+        self.perm = None if perm == tuple(range(n)) else perm
+        self.permuted = tuple(shape[i] for i in perm)
+        size = lambda idx: int(np.prod([shape[i] for i in idx], dtype=np.int64))  # noqa: E731
+        self.prq = (size(outer), size(axes), size(inner))
+        self.positions = self.prq[0] * self.prq[2]
+        self.reduced = tuple(shape[i] for i in outer + inner)
+        self.kept = tuple(1 if i in axes else shape[i] for i in range(n))
+        self.empty = 0 in self.prq
+
+    def to3d(self, x):
+        if self.perm is None and x.shape == self.shape and x.flags.c_contiguous:
+            return x.reshape(self.prq)  # the usual case: a view
+        if x.shape != self.shape:
+            x = np.broadcast_to(x, self.shape)
+        if self.perm is not None:
+            x = x.transpose(self.perm)
+        try:
+            return x.reshape(self.prq, copy=False)
+        except ValueError:  # the axes cannot be merged in place
+            return np.ascontiguousarray(x).reshape(self.prq)
+
+    def from3d(self, x3, shape):
+        """A (P, R, Q) gradient back in an input's shape, summed over its broadcast axes."""
+        if self.perm is None and shape == self.shape:
+            return x3.reshape(shape)
+        x = x3.reshape(self.permuted)
+        if self.perm is not None:
+            x = x.transpose(np.argsort(self.perm))
+        return reference.unbroadcast(x, shape)
+
+    def out3d(self, out, call, shape):
+        """`out` as the (P, R, Q) array for a kernel to write, or None where it cannot be."""
+        if (
+            out is not None
+            and type(out) is np.ndarray
+            and out.dtype == call.dtype
+            and out.flags.c_contiguous
+            and out.shape == self.shape == shape
+            and self.perm is None
+            and call.unshares(out)
+        ):
+            return out.reshape(self.prq)
+        return None
+
+
+def _readonly(x):
+    if x.flags.writeable:
+        x = x.view()
+        x.flags.writeable = False
+    return x
+
+
+@lru_cache(maxsize=256)
+def _layout(shape, axes):
+    return _Layout(shape, axes)
+
+
+def _deliver(result, dtype, out):
+    """result in the result dtype, or written into out."""
+    if out is None:
+        return result if result.dtype is dtype else result.astype(dtype)
+    np.copyto(out, result, casting="same_kind")
+    return out
+
+
+def _kernel_grads(call, out, run):
+    """Common path of the gradient-returning functions on a kernel backend.
+
+    The kernels write into `out` itself where it has the right layout; otherwise into new
+    (P, R, Q) arrays that are then summed over broadcast axes and cast. run(a3, b3, ga3, gb3)
+    launches the kernels and returns the loss (or None)."""
+    lay = call.layout
+    shape_a, shape_b = call.a.shape, call.b.shape
+    out_a = out_b = direct_a = direct_b = None
+    if out is not None:
+        out_a, out_b = check_grad_out(call.func, out, (shape_a, shape_b), call.result)
+        direct_a = lay.out3d(out_a, call, shape_a)
+        direct_b = lay.out3d(out_b, call, shape_b)
+    alloc = np.zeros if lay.empty else np.empty
+    ga3 = alloc(lay.prq, call.dtype) if direct_a is None else direct_a
+    gb3 = alloc(lay.prq, call.dtype) if direct_b is None else direct_b
+    loss = None
+    if not lay.empty:
+        loss = run(*call.operands(), ga3, gb3)
+    if direct_a is None:
+        out_a = _deliver(lay.from3d(ga3, shape_a), call.result, out_a)
+    if direct_b is None:
+        out_b = _deliver(lay.from3d(gb3, shape_b), call.result, out_b)
+    return loss, (out_a, out_b)
+
+
+# --------------------------------------------------------------------------- public functions
+
+
+def correlation(a, b, axis=-1, *, keepdims=False, out=None, backend="auto"):
+    """sum(a * b, axis), as numpy.vecdot, with the reduced axes kept as size 1 when keepdims."""
+    call = _Call("correlation", a, b, axis, backend)
+    lay = call.layout
+    shape = lay.kept if keepdims else lay.reduced
+    if out is not None:
+        check_out(call.func, out, shape, call.result)
+    if call.backend == "reference":
+        return _deliver(reference.correlation(call.a, call.b, call.axes, keepdims), call.result,
+                        out)
+    P, R, Q = lay.prq
+    direct = (type(out) is np.ndarray and out.dtype == call.dtype and out.flags.c_contiguous
+              and call.unshares(out))
+    target = out.reshape(P, Q) if direct else np.empty((P, Q), call.dtype)
+    if lay.empty:
+        target[...] = 0
+    else:
+        a3, b3 = call.operands()
+        call.kernels.correlation(a3, b3, target)
+    return out if direct else _deliver(target.reshape(shape), call.result, out)
+
+
+def correlation_vjp(a, b, grad, axis=-1, *, out=None, backend="auto"):
+    """Gradients (grad * b, grad * a) of sum(grad * correlation(a, b, axis)) with respect to
+    a and b, in their shapes. grad has the shape of the correlation (keepdims or not)."""
+    call = _Call("correlation_vjp", a, b, axis, backend)
+    lay = call.layout
+    g = as_host_array(grad, "grad", call.func)
+    target = lay.kept if g.ndim == len(lay.shape) else lay.reduced
+    try:
+        g = np.broadcast_to(g, target)
+    except ValueError:
+        raise ValueError(
+            f"{call.func}: grad has shape {g.shape}; expected the correlation's shape "
+            f"{lay.reduced} (or {lay.kept} with keepdims)"
+        ) from None
+    if call.backend == "reference":
+        out_a, out_b = check_grad_out(call.func, out, (call.a.shape, call.b.shape), call.result)
+        ga, gb = reference.correlation_vjp(call.a, call.b, g.astype(call.dtype), call.axes)
+        return _deliver(ga, call.result, out_a), _deliver(gb, call.result, out_b)
+    g2 = np.ascontiguousarray(g, _F64).reshape(lay.prq[0], lay.prq[2])
+    _, grads = _kernel_grads(call, out, lambda a3, b3, ga3, gb3:
+                             call.kernels.correlation_vjp(a3, b3, g2, ga3, gb3))
+    return grads
+
+
+def _loss(func, op, a, b, axis, reduction, backend):
+    call = _Call(func, a, b, axis, backend, reduction)
+    lay = call.layout
+    if call.backend == "reference":
+        loss = getattr(reference, op)(call.a, call.b, call.axes, reduction)
+        return _deliver(np.asarray(loss), call.result, None)[()]
+    pos = np.zeros((lay.prq[0], lay.prq[2])) if reduction == "none" else None
+    total = 0.0
+    if not lay.empty:
+        a3, b3 = call.operands()
+        kernel = call.kernels.corr_loss_grad if op == "corr_loss" else \
+            call.kernels.product_loss_grad
+        total = kernel(a3, b3, 1.0, pos, None, None)
+    if reduction == "none":
+        return _per_position(call, op, pos)
+    return call.loss(total, reduction)
+
+
+def _per_position(call, op, pos):
+    """The reduction='none' loss tensor from the kernels' per-position sums."""
+    per = 0.5 * (np.square(pos) if op.startswith("corr_loss") else pos)
+    return per.reshape(call.layout.reduced).astype(call.result)
+
+
+def _loss_and_grad(func, op, a, b, axis, reduction, out, backend):
+    call = _Call(func, a, b, axis, backend, reduction)
+    lay = call.layout
+    if call.backend == "reference":
+        out_a, out_b = check_grad_out(func, out, (call.a.shape, call.b.shape), call.result)
+        loss, ga, gb = getattr(reference, op)(call.a, call.b, call.axes, reduction)
+        return (_deliver(np.asarray(loss), call.result, None)[()],
+                _deliver(ga, call.result, out_a), _deliver(gb, call.result, out_b))
+    pos = np.zeros((lay.prq[0], lay.prq[2])) if reduction == "none" else None
+    kernel = call.kernels.corr_loss_grad if op == "corr_loss_and_grad" else \
+        call.kernels.product_loss_grad
+    scale = call.scale(reduction)
+    total, (ga, gb) = _kernel_grads(call, out, lambda a3, b3, ga3, gb3:
+                                    kernel(a3, b3, scale, pos, ga3, gb3))
+    if reduction == "none":
+        return _per_position(call, op, pos), ga, gb
+    return call.loss(total or 0.0, reduction), ga, gb
+
+
+def corr_loss(a, b, axis=-1, *, reduction="sum", backend="auto"):
+    """0.5 * ||correlation(a, b, axis)||**2: summed, averaged over positions, or per position."""
+    return _loss("corr_loss", "corr_loss", a, b, axis, reduction, backend)
+
+
+def corr_loss_and_grad(a, b, axis=-1, *, reduction="sum", out=None, backend="auto"):
+    """(corr_loss, grad_a, grad_b) in one fused pass; grad_a = corr * b, grad_b = corr * a."""
+    return _loss_and_grad("corr_loss_and_grad", "corr_loss_and_grad", a, b, axis, reduction,
+                          out, backend)
+
+
+def product_loss(a, b, axis=-1, *, reduction="sum", backend="auto"):
+    """0.5 * ||a * b||**2, summed along axis per position, then reduced over positions."""
+    return _loss("product_loss", "product_loss", a, b, axis, reduction, backend)
+
+
+def product_loss_and_grad(a, b, axis=-1, *, reduction="sum", out=None, backend="auto"):
+    """(product_loss, grad_a, grad_b) in one fused pass; grad_a = a*b**2, grad_b = a**2*b."""
+    return _loss_and_grad("product_loss_and_grad", "product_loss_and_grad", a, b, axis,
+                          reduction, out, backend)

@@ -1,0 +1,518 @@
+"""Numba CPU kernels on the fixed kernel contract, and the code that launches them.
+
+The contract (DESIGN.md section 3): the API layer hands over `a` and `b` as 3-D arrays of shape
+(P, R, Q): P outer positions, the reduced axis R, Q inner positions. When Q == 1 the reduced
+axis is the contiguous one and the `rows_*` kernels take 2-D (P, R) views; otherwise the
+`strided_*` kernels walk memory in order and keep a float64 partial sum for each of the Q
+positions of a tile instead of striding along R.
+
+Work is split into tiles (position p, segment k of R, block of Q) and tiles into chunks; each
+chunk keeps its own partial loss, combined at the end, so results depend on the thread count
+only through the chunking. Sums are taken in float64, in blocks of BLOCK terms that are then
+added with Neumaier compensation: at least as accurate as NumPy's pairwise sums, at any length.
+
+Every kernel is compiled twice from the same source: parallel (prange over chunks) and serial.
+The serial one serves small inputs, where a parallel launch costs more than the work, and
+whatever the threading layer cannot run safely (see `_launch`).
+"""
+
+import os
+import threading
+import types
+from functools import lru_cache
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+# reassoc lets LLVM vectorise the blocked float sums; contract allows fused multiply-adds.
+# Both change results only by float rounding; nothing here assumes finite values, so NaN and
+# Inf still propagate. The compensation helpers are compiled without it, on purpose.
+FASTMATH = {"reassoc", "contract"}
+_OPTIONS = dict(nogil=True, cache=True, error_model="numpy")
+
+BLOCK = 128  # terms summed plainly before a compensated add
+TILE_BYTES = 256 * 1024  # a strided tile's share of a and b, kept in L2 between fused passes
+PARALLEL_MIN = 1 << 16  # elements; below this the serial kernels are faster
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@njit(fastmath=False, **_OPTIONS)
+def _neumaier(s, c, x):
+    t = s + x
+    if abs(s) >= abs(x):
+        c += (s - t) + x
+    else:
+        c += (x - t) + s
+    return t, c
+
+
+@njit(fastmath=False, **_OPTIONS)
+def _total(s, c):
+    # Once the sum is Inf or NaN the compensation holds inf - inf: keep the sum as NumPy would.
+    return s + c if np.isfinite(s) else s
+
+
+@njit(fastmath=False, **_OPTIONS)
+def _combine(sums, comps):
+    s = 0.0
+    c = 0.0
+    for i in range(sums.shape[0]):
+        s, c = _neumaier(s, c, sums[i])
+        c += comps[i]
+    return _total(s, c)
+
+
+@njit(**_OPTIONS)
+def _bounds(c, nchunks, ntiles):
+    return c * ntiles // nchunks, (c + 1) * ntiles // nchunks
+
+
+@njit(**_OPTIONS)
+def _tile(t, S, nqb, R, Q, QB):
+    """Tile t -> (p, k, r0, r1, q0, q1): position p, segment k = [r0, r1) of R, block [q0, q1)."""
+    p = t // (S * nqb)
+    rest = t - p * (S * nqb)
+    k = rest // nqb
+    q0 = (rest - k * nqb) * QB
+    seg = -(-R // S)
+    r0 = k * seg
+    return p, k, r0, min(r0 + seg, R), q0, min(q0 + QB, Q)
+
+
+@njit(fastmath=FASTMATH, **_OPTIONS)
+def _dot_row(a, b, p, r0, r1):
+    s = 0.0
+    c = 0.0
+    for k in range(r0, r1, BLOCK):
+        blk = 0.0
+        for r in range(k, min(k + BLOCK, r1)):
+            blk += np.float64(a[p, r]) * np.float64(b[p, r])
+        s, c = _neumaier(s, c, blk)
+    return _total(s, c)
+
+
+@njit(fastmath=FASTMATH, **_OPTIONS)
+def _prod_row(a, b, ga, gb, p, r0, r1, scale, want_grad):
+    """sum((a*b)**2) over row p, [r0, r1); with want_grad also writes scale*(a*b**2, a**2*b)."""
+    s = 0.0
+    c = 0.0
+    for k in range(r0, r1, BLOCK):
+        blk = 0.0
+        if want_grad:
+            for r in range(k, min(k + BLOCK, r1)):
+                x = np.float64(a[p, r])
+                y = np.float64(b[p, r])
+                t = x * y
+                blk += t * t
+                ga[p, r] = scale * t * y
+                gb[p, r] = scale * t * x
+        else:
+            for r in range(k, min(k + BLOCK, r1)):
+                t = np.float64(a[p, r]) * np.float64(b[p, r])
+                blk += t * t
+        s, c = _neumaier(s, c, blk)
+    return _total(s, c)
+
+
+@njit(fastmath=FASTMATH, **_OPTIONS)
+def _cols(a, b, ga, gb, p, r0, r1, q0, q1, scale, square, want_grad, acc, tot, cmp):
+    """Per-column sums over rows [r0, r1) of a[p] * b[p] for columns [q0, q1), into tot.
+
+    square: sum (a*b)**2 instead, writing the product-loss gradients when want_grad."""
+    n = q1 - q0
+    for i in range(n):
+        tot[i] = 0.0
+        cmp[i] = 0.0
+    for k in range(r0, r1, BLOCK):
+        for i in range(n):
+            acc[i] = 0.0
+        for r in range(k, min(k + BLOCK, r1)):
+            if not square:
+                for i in range(n):
+                    acc[i] += np.float64(a[p, r, q0 + i]) * np.float64(b[p, r, q0 + i])
+            elif want_grad:
+                for i in range(n):
+                    x = np.float64(a[p, r, q0 + i])
+                    y = np.float64(b[p, r, q0 + i])
+                    t = x * y
+                    acc[i] += t * t
+                    ga[p, r, q0 + i] = scale * t * y
+                    gb[p, r, q0 + i] = scale * t * x
+            else:
+                for i in range(n):
+                    t = np.float64(a[p, r, q0 + i]) * np.float64(b[p, r, q0 + i])
+                    acc[i] += t * t
+        for i in range(n):
+            tot[i], cmp[i] = _neumaier(tot[i], cmp[i], acc[i])
+    for i in range(n):
+        tot[i] = _total(tot[i], cmp[i])
+
+
+# --------------------------------------------------------------------------- kernels
+# Each returns nothing or the float64 loss sum; `nchunks` is 1 for the serial variants.
+# An output that is not wanted is passed as an empty array of the same type.
+
+
+def rows_dot(a, b, out, nchunks):
+    """out[p, k] = sum over segment k of a[p] * b[p]."""
+    P, S = out.shape
+    R = a.shape[1]
+    ntiles = P * S
+    for c in prange(nchunks):
+        lo, hi = _bounds(c, nchunks, ntiles)
+        for t in range(lo, hi):
+            p, k, r0, r1, _, _ = _tile(t, S, 1, R, 1, 1)
+            out[p, k] = _dot_row(a, b, p, r0, r1)
+
+
+def rows_corr_grad(a, b, pos, ga, gb, scale, nchunks):
+    """Fused corr loss: returns sum(0.5*corr**2); pos <- corr; ga, gb <- scale*corr*(b, a)."""
+    P, R = a.shape
+    sums = np.zeros(nchunks)
+    comps = np.zeros(nchunks)
+    for c in prange(nchunks):
+        lo, hi = _bounds(c, nchunks, P)
+        s = 0.0
+        e = 0.0
+        for p in range(lo, hi):
+            d = _dot_row(a, b, p, 0, R)
+            if pos.shape[0]:
+                pos[p] = d
+            if ga.shape[0]:
+                g = scale * d
+                for r in range(R):
+                    x = np.float64(a[p, r])
+                    y = np.float64(b[p, r])
+                    ga[p, r] = g * y
+                    gb[p, r] = g * x
+            s, e = _neumaier(s, e, 0.5 * d * d)
+        sums[c] = s
+        comps[c] = e
+    return _combine(sums, comps)
+
+
+def rows_product(a, b, pos, ga, gb, scale, S, nchunks):
+    """Product loss: returns sum(0.5*(a*b)**2); pos[p, k] <- sum((a*b)**2) over segment k."""
+    P, R = a.shape
+    ntiles = P * S
+    sums = np.zeros(nchunks)
+    comps = np.zeros(nchunks)
+    for c in prange(nchunks):
+        lo, hi = _bounds(c, nchunks, ntiles)
+        s = 0.0
+        e = 0.0
+        for t in range(lo, hi):
+            p, k, r0, r1, _, _ = _tile(t, S, 1, R, 1, 1)
+            v = _prod_row(a, b, ga, gb, p, r0, r1, scale, ga.shape[0] > 0)
+            if pos.shape[0]:
+                pos[p, k] = v
+            s, e = _neumaier(s, e, 0.5 * v)
+        sums[c] = s
+        comps[c] = e
+    return _combine(sums, comps)
+
+
+def rows_vjp(a, b, g, ga, gb, S, nchunks):
+    """ga[p] = g[p] * b[p], gb[p] = g[p] * a[p]."""
+    P, R = a.shape
+    ntiles = P * S
+    for c in prange(nchunks):
+        lo, hi = _bounds(c, nchunks, ntiles)
+        for t in range(lo, hi):
+            p, _, r0, r1, _, _ = _tile(t, S, 1, R, 1, 1)
+            w = g[p]
+            for r in range(r0, r1):
+                x = np.float64(a[p, r])
+                y = np.float64(b[p, r])
+                ga[p, r] = w * y
+                gb[p, r] = w * x
+
+
+def strided_dot(a, b, out, QB, nchunks):
+    """out[p, k, q] = sum over segment k of a[p, :, q] * b[p, :, q]."""
+    P, R, Q = a.shape
+    S = out.shape[1]
+    nqb = -(-Q // QB)
+    ntiles = P * S * nqb
+    none = np.empty((0, 0, 0))  # _cols writes no gradients here
+    for c in prange(nchunks):
+        acc = np.empty(QB)
+        tot = np.empty(QB)
+        cmp = np.empty(QB)
+        lo, hi = _bounds(c, nchunks, ntiles)
+        for t in range(lo, hi):
+            p, k, r0, r1, q0, q1 = _tile(t, S, nqb, R, Q, QB)
+            _cols(a, b, none, none, p, r0, r1, q0, q1, 1.0, False, False, acc, tot, cmp)
+            for i in range(q1 - q0):
+                out[p, k, q0 + i] = tot[i]
+
+
+def strided_corr_grad(a, b, pos, ga, gb, scale, QB, nchunks):
+    """Fused corr loss over (P, R, Q); see rows_corr_grad. Each tile stays in cache between
+    the pass that sums it and the pass that writes its gradients."""
+    P, R, Q = a.shape
+    nqb = -(-Q // QB)
+    ntiles = P * nqb
+    sums = np.zeros(nchunks)
+    comps = np.zeros(nchunks)
+    for c in prange(nchunks):
+        acc = np.empty(QB)
+        tot = np.empty(QB)
+        cmp = np.empty(QB)
+        s = 0.0
+        e = 0.0
+        lo, hi = _bounds(c, nchunks, ntiles)
+        for t in range(lo, hi):
+            p, _, _, _, q0, q1 = _tile(t, 1, nqb, R, Q, QB)
+            _cols(a, b, ga, gb, p, 0, R, q0, q1, 1.0, False, False, acc, tot, cmp)
+            n = q1 - q0
+            for i in range(n):
+                d = tot[i]
+                if pos.shape[0]:
+                    pos[p, q0 + i] = d
+                s, e = _neumaier(s, e, 0.5 * d * d)
+                tot[i] = scale * d
+            if ga.shape[0]:
+                for r in range(R):
+                    for i in range(n):
+                        x = np.float64(a[p, r, q0 + i])
+                        y = np.float64(b[p, r, q0 + i])
+                        ga[p, r, q0 + i] = tot[i] * y
+                        gb[p, r, q0 + i] = tot[i] * x
+        sums[c] = s
+        comps[c] = e
+    return _combine(sums, comps)
+
+
+def strided_product(a, b, pos, ga, gb, scale, S, QB, nchunks):
+    """Product loss over (P, R, Q); pos[p, k, q] <- sum((a*b)**2) over segment k."""
+    P, R, Q = a.shape
+    nqb = -(-Q // QB)
+    ntiles = P * S * nqb
+    sums = np.zeros(nchunks)
+    comps = np.zeros(nchunks)
+    for c in prange(nchunks):
+        acc = np.empty(QB)
+        tot = np.empty(QB)
+        cmp = np.empty(QB)
+        s = 0.0
+        e = 0.0
+        lo, hi = _bounds(c, nchunks, ntiles)
+        for t in range(lo, hi):
+            p, k, r0, r1, q0, q1 = _tile(t, S, nqb, R, Q, QB)
+            _cols(a, b, ga, gb, p, r0, r1, q0, q1, scale, True, ga.shape[0] > 0, acc, tot, cmp)
+            for i in range(q1 - q0):
+                if pos.shape[0]:
+                    pos[p, k, q0 + i] = tot[i]
+                s, e = _neumaier(s, e, 0.5 * tot[i])
+        sums[c] = s
+        comps[c] = e
+    return _combine(sums, comps)
+
+
+def strided_vjp(a, b, g, ga, gb, S, QB, nchunks):
+    """ga[p, :, q] = g[p, q] * b[p, :, q], gb[p, :, q] = g[p, q] * a[p, :, q]."""
+    P, R, Q = a.shape
+    nqb = -(-Q // QB)
+    ntiles = P * S * nqb
+    for c in prange(nchunks):
+        lo, hi = _bounds(c, nchunks, ntiles)
+        for t in range(lo, hi):
+            p, _, r0, r1, q0, q1 = _tile(t, S, nqb, R, Q, QB)
+            for r in range(r0, r1):
+                for q in range(q0, q1):
+                    w = g[p, q]
+                    ga[p, r, q] = w * np.float64(b[p, r, q])
+                    gb[p, r, q] = w * np.float64(a[p, r, q])
+
+
+def _compile(fn):
+    """(parallel, serial) dispatchers of one kernel source, compiled lazily for the types used.
+
+    The serial twin is a copy of the function under another name: Numba's on-disk cache keys
+    entries by name and bytecode, not by the parallel flag, so one name would mix the two."""
+    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial")
+    twin.__qualname__ = fn.__qualname__ + "_serial"
+    twin.__doc__ = fn.__doc__
+    return (
+        njit(parallel=True, fastmath=FASTMATH, **_OPTIONS)(fn),
+        njit(fastmath=FASTMATH, **_OPTIONS)(twin),
+    )
+
+
+_KERNELS = {
+    fn.__name__: _compile(fn)
+    for fn in (
+        rows_dot,
+        rows_corr_grad,
+        rows_product,
+        rows_vjp,
+        strided_dot,
+        strided_corr_grad,
+        strided_product,
+        strided_vjp,
+    )
+}
+
+
+# --------------------------------------------------------------------------- launching
+# Numba's threading layers are not all safe where data pipelines run (DESIGN.md section 4):
+# GNU OpenMP aborts a forked child whose parent already ran a parallel region, and workqueue
+# aborts when two threads launch at once. Rather than impose a layer on the whole process,
+# the launcher routes around both: a thread that finds the workqueue busy runs the serial
+# kernel itself, and a child forked after OpenMP was started runs serial kernels only.
+
+_lock = threading.Lock()
+_layer = None  # numba.threading_layer() once a parallel kernel has run here
+_serial_only = False
+
+
+def _after_fork_in_child():
+    global _lock, _serial_only
+    _lock = threading.Lock()  # a lock held by another thread at fork time never comes free
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel region ran in the parent: the child starts afresh
+        return
+    if layer == "omp":
+        _serial_only = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _launch(name, parallel, *args):
+    """Run kernel `name`; its last argument, nchunks, becomes 1 where it runs serially."""
+    global _layer
+    par, ser = _KERNELS[name]
+    if not parallel:
+        return ser(*args)
+    if not _serial_only:
+        if _layer is not None and _layer != "workqueue":
+            return par(*args)
+        if _lock.acquire(blocking=False):  # the first launch, or workqueue: one at a time
+            try:
+                result = par(*args)
+                _layer = numba.threading_layer()
+            finally:
+                _lock.release()
+            return result
+    return ser(*args[:-1], 1)
+
+
+def _plan(shape, itemsize):
+    """Tiling of a (P, R, Q) problem: (parallel, S segments of R, QB columns a tile, nchunks)."""
+    P, R, Q = shape
+    if P * R * Q < PARALLEL_MIN or _serial_only:
+        return _tiling(P, R, Q, itemsize, 1)
+    return _tiling(P, R, Q, itemsize, numba.get_num_threads())
+
+
+@lru_cache(maxsize=1024)
+def _tiling(P, R, Q, itemsize, threads):
+    """R is split into segments only where the positions alone cannot keep the threads busy."""
+    QB = 1
+    if Q > 1:
+        QB = min(Q, 4096, max(16, TILE_BYTES // (2 * itemsize * max(R, 1)) // 16 * 16))
+    if threads == 1:
+        return False, 1, QB, 1
+    tiles = P * -(-Q // QB)
+    S = 1
+    if tiles < 4 * threads:
+        S = max(1, min(-(-4 * threads // max(tiles, 1)), R // (8 * BLOCK)))
+    return True, S, QB, max(1, min(tiles * S, 4 * threads))
+
+
+_F64 = np.dtype(np.float64)
+_UNWANTED = {}
+
+
+def _unwanted(dtype, ndim):
+    """The empty array that tells a kernel not to write an output."""
+    try:
+        return _UNWANTED[dtype, ndim]
+    except KeyError:
+        return _UNWANTED.setdefault((dtype, ndim), np.empty((0,) * ndim, dtype))
+
+
+def _rows(x):
+    return x[:, :, 0]
+
+
+# --------------------------------------------------------------------------- the contract
+# a, b: (P, R, Q) arrays of one float dtype, any strides. Outputs are C-contiguous arrays
+# allocated by the caller; pos and the gradients may be None when not wanted.
+
+
+def _partials(a, b, out=None):
+    """Dot products of the segments of R, (P, S, Q) float64; into out (P, Q) where S == 1."""
+    P, R, Q = a.shape
+    parallel, S, QB, nchunks = _plan(a.shape, a.itemsize)
+    part = out[:, None, :] if out is not None and S == 1 else np.empty((P, S, Q))
+    if Q == 1:
+        _launch("rows_dot", parallel, _rows(a), _rows(b), _rows(part), nchunks)
+    else:
+        _launch("strided_dot", parallel, a, b, part, QB, nchunks)
+    return part, S
+
+
+def correlation(a, b, out):
+    """out (P, Q) <- sum_r a[p, r, q] * b[p, r, q], rounded once to out's dtype."""
+    part, S = _partials(a, b, out)
+    if S > 1:
+        np.sum(part, axis=1, out=out)
+
+
+def correlation_vjp(a, b, g, ga, gb):
+    """ga = g * b and gb = g * a, with g (P, Q) float64 broadcast along R."""
+    parallel, S, QB, nchunks = _plan(a.shape, a.itemsize)
+    if a.shape[2] == 1:
+        args = (_rows(a), _rows(b), g[:, 0], _rows(ga), _rows(gb), S, nchunks)
+        _launch("rows_vjp", parallel, *args)
+    else:
+        _launch("strided_vjp", parallel, a, b, g, ga, gb, S, QB, nchunks)
+
+
+def corr_loss_grad(a, b, scale, pos, ga, gb):
+    """Returns sum(0.5 * corr**2); pos (P, Q) float64 <- corr; ga, gb <- scale*corr*(b, a)."""
+    P, R, Q = a.shape
+    parallel, S, QB, nchunks = _plan(a.shape, a.itemsize)
+    if S > 1:
+        # Too few positions to keep the threads busy: sum over R in parallel segments, then
+        # write the gradients in a second pass (the data cannot stay in cache between them).
+        corr = _partials(a, b)[0].sum(axis=1)
+        if pos is not None:
+            pos[...] = corr
+        if ga is not None:
+            correlation_vjp(a, b, scale * corr, ga, gb)
+        return 0.5 * float(np.sum(np.square(corr)))
+    if Q > 1:
+        pos = _unwanted(_F64, 2) if pos is None else pos
+        ga, gb = (_unwanted(a.dtype, 3),) * 2 if ga is None else (ga, gb)
+        return _launch("strided_corr_grad", parallel, a, b, pos, ga, gb, scale, QB, nchunks)
+    pos = _unwanted(_F64, 1) if pos is None else pos[:, 0]
+    ga, gb = (_unwanted(a.dtype, 2),) * 2 if ga is None else (_rows(ga), _rows(gb))
+    return _launch("rows_corr_grad", parallel, _rows(a), _rows(b), pos, ga, gb, scale, nchunks)
+
+
+def product_loss_grad(a, b, scale, pos, ga, gb):
+    """Returns sum(0.5 * (a*b)**2); pos (P, Q) float64 <- sum_r (a*b)**2; ga, gb <- gradients."""
+    P, R, Q = a.shape
+    parallel, S, QB, nchunks = _plan(a.shape, a.itemsize)
+    part = np.empty((P, S, Q)) if pos is not None else None
+    if Q > 1:
+        part = _unwanted(_F64, 3) if part is None else part
+        if ga is None:
+            ga = gb = _unwanted(a.dtype, 3)
+        loss = _launch("strided_product", parallel, a, b, part, ga, gb, scale, S, QB, nchunks)
+    else:
+        rpart = _unwanted(_F64, 2) if part is None else _rows(part)
+        ga, gb = (_unwanted(a.dtype, 2),) * 2 if ga is None else (_rows(ga), _rows(gb))
+        loss = _launch("rows_product", parallel, _rows(a), _rows(b), rpart, ga, gb, scale, S,
+                       nchunks)
+    if pos is not None:
+        np.sum(part, axis=1, out=pos)
+    return loss

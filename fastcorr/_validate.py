@@ -1,0 +1,117 @@
+"""Argument checks shared by every public function: coercion, dtypes, axes, broadcasting, out.
+
+Every check runs before anything is computed or written, and every message starts with the
+public function's name, so a bad call fails early, says where, and changes nothing.
+"""
+
+import numpy as np
+from numpy.exceptions import AxisError
+from numpy.lib.array_utils import normalize_axis_tuple
+
+REDUCTIONS = ("sum", "mean", "none")
+BACKENDS = ("auto", "cpu", "cuda", "reference")
+
+_F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+
+
+def is_device_array(x):
+    return hasattr(x, "__cuda_array_interface__")
+
+
+def as_host_array(x, name, func):
+    """x as a NumPy array of a real dtype (bool, integer or floating)."""
+    arr = x if type(x) is np.ndarray else np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{func}: {name} has dtype {arr.dtype}; fastcorr computes on real numbers "
+            "(bool, integer or floating dtypes)"
+        )
+    return arr
+
+
+def check_real_dtype(dtype, name, func):
+    if dtype.kind not in "biuf":
+        raise TypeError(
+            f"{func}: {name} has dtype {dtype}; fastcorr computes on real numbers "
+            "(bool, integer or floating dtypes)"
+        )
+
+
+def resolve_dtypes(func, dt_a, dt_b):
+    """(compute dtype, result dtype) for inputs of dtypes dt_a and dt_b (DESIGN.md section 2)."""
+    if dt_a is dt_b and (dt_a is _F32 or dt_a is _F64):  # the common case, without result_type
+        return dt_a, dt_a
+    result = np.result_type(dt_a, dt_b)
+    if result.kind in "biu":
+        return _F64, _F64
+    if result == _F16:
+        return _F32, _F16
+    if result == _F32 or result == _F64:
+        return result.newbyteorder("="), result.newbyteorder("=")
+    raise TypeError(
+        f"{func}: {result} is not supported (float16, float32, float64, integer and bool are); "
+        "cast to float64 first"
+    )
+
+
+def broadcast_shape(func, shape_a, shape_b):
+    if shape_a == shape_b:
+        return shape_a
+    try:
+        return np.broadcast_shapes(shape_a, shape_b)
+    except ValueError:
+        raise ValueError(
+            f"{func}: shapes {shape_a} (a) and {shape_b} (b) do not broadcast together"
+        ) from None
+
+
+def normalize_axes(func, axis, ndim):
+    """axis (int, tuple of ints or None) -> sorted tuple of distinct non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    if type(axis) is int:  # fast path for the usual call
+        if -ndim <= axis < ndim:
+            return (axis % ndim,)
+        raise AxisError(axis, ndim, f"{func}: axis")
+    try:
+        return tuple(sorted(normalize_axis_tuple(axis, ndim, f"{func}: axis")))
+    except ValueError as exc:
+        if isinstance(exc, AxisError):
+            raise
+        raise ValueError(f"{func}: repeated axis in {axis!r}") from None
+    except TypeError:
+        raise TypeError(f"{func}: axis must be an int, a tuple of ints or None, not {axis!r}") \
+            from None
+
+
+def check_choice(func, name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{func}: {name} must be one of {', '.join(map(repr, choices))}; "
+                         f"got {value!r}")
+
+
+def check_out(func, out, shape, dtype, name="out"):
+    """out must be a writeable array of exactly `shape` whose dtype the result casts to safely."""
+    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+        raise TypeError(f"{func}: {name} must be an array, not {type(out).__name__}")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{func}: {name} has shape {tuple(out.shape)}; expected {tuple(shape)}")
+    if not np.can_cast(dtype, out.dtype, casting="same_kind") or out.dtype.kind != "f":
+        raise TypeError(f"{func}: {name} has dtype {out.dtype}; the result is {dtype}")
+    flags = getattr(out, "flags", None)
+    if flags is not None and not flags.writeable:
+        raise ValueError(f"{func}: {name} is read-only")
+
+
+def check_grad_out(func, out, shapes, dtype):
+    """out for a gradient pair: None or a (grad_a, grad_b) pair of arrays."""
+    if out is None:
+        return None, None
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(f"{func}: out must be a (grad_a, grad_b) pair of arrays")
+    check_out(func, out[0], shapes[0], dtype, "out[0] (grad_a)")
+    check_out(func, out[1], shapes[1], dtype, "out[1] (grad_b)")
+    if out[0] is out[1] or (isinstance(out[0], np.ndarray) and isinstance(out[1], np.ndarray)
+                            and np.shares_memory(out[0], out[1])):
+        raise ValueError(f"{func}: out[0] and out[1] overlap; give two separate arrays")
+    return out[0], out[1]

@@ -1,0 +1,108 @@
+"""Oracles and comparisons shared by the test files.
+
+Every backend is checked against `fastcorr.reference` evaluated in float64 on the same values
+(the "exact" answer), with an error bound scaled by the same function evaluated on |a| and
+|b|: that bounds every intermediate of a dot product, so cancellation cannot make a correct
+float32 result look wrong, and a wrong one cannot hide behind a loose relative tolerance.
+"""
+
+import os
+
+import numpy as np
+
+import fastcorr
+from fastcorr import reference
+
+# Backends under test in this process; the CUDA simulator run sets FASTCORR_TEST_BACKENDS=cuda.
+BACKENDS = os.environ.get("FASTCORR_TEST_BACKENDS", "cpu,reference").split(",")
+
+ATOL = {np.float64: 1e-300, np.float32: 1e-40, np.float16: 6e-8}
+
+
+def rtol(dtype, backend, n):
+    """Error allowed relative to the |a|,|b| bound, from each backend's error analysis.
+
+    Kernel backends sum in float64 (blocks of 128 plain terms, then compensated) and round
+    once: a few units of the result's precision. The reference backend is plain NumPy in the
+    compute dtype, whose sums of n terms carry the textbook bound n * eps (twice that once
+    squared by a loss), and it may sum float32 gradients over broadcast axes."""
+    dtype = np.dtype(dtype).type
+    compute = np.float32 if dtype is np.float16 else dtype
+    eps = float(np.finfo(compute).eps)
+    if backend == "reference":
+        return (2 * n + 4) * eps
+    return (256 if compute is np.float64 else 4) * eps
+
+FUNCS = ("correlation", "correlation_vjp", "corr_loss", "corr_loss_and_grad", "product_loss",
+         "product_loss_and_grad")
+
+
+def exact(func, a, b, axis, grad=None, keepdims=False, reduction="sum", absolute=False):
+    """reference.<func> in float64 on the values of a and b (on |a|, |b|, |grad| if absolute)."""
+    f = (lambda x: np.abs(np.asarray(x, np.float64))) if absolute else \
+        (lambda x: np.asarray(x, np.float64))
+    a, b = f(a), f(b)
+    if func == "correlation":
+        return reference.correlation(a, b, axis, keepdims)
+    if func == "correlation_vjp":
+        return reference.correlation_vjp(a, b, f(grad), axis)
+    return getattr(reference, func)(a, b, axis, reduction)
+
+
+def call(func, a, b, axis, backend, grad=None, keepdims=False, reduction="sum", out=None):
+    f = getattr(fastcorr, func)
+    if func == "correlation":
+        return f(a, b, axis, keepdims=keepdims, out=out, backend=backend)
+    if func == "correlation_vjp":
+        return f(a, b, grad, axis, out=out, backend=backend)
+    if func.endswith("_and_grad"):
+        return f(a, b, axis, reduction=reduction, out=out, backend=backend)
+    return f(a, b, axis, reduction=reduction, backend=backend)
+
+
+def result_dtype(*arrays):
+    rt = np.result_type(*[np.asarray(x).dtype for x in arrays])
+    if rt.kind in "biu":
+        return np.dtype(np.float64)
+    return rt.newbyteorder("=")
+
+
+def assert_close(got, want, bound, dtype, what="", rel=None):
+    """|got - want| <= RTOL * bound elementwise; NaN and Inf where and as the oracle has them."""
+    dtype = np.dtype(dtype).type
+    got_arr = np.asarray(got)
+    assert got_arr.dtype == dtype, f"{what}: dtype {got_arr.dtype}, expected {np.dtype(dtype)}"
+    got64 = got_arr.astype(np.float64)
+    want = np.asarray(want, np.float64)
+    assert got64.shape == want.shape, f"{what}: shape {got64.shape}, expected {want.shape}"
+    np.testing.assert_array_equal(np.isnan(got64), np.isnan(want), err_msg=f"{what}: NaN")
+    inf = np.isinf(want)
+    np.testing.assert_array_equal(got64[inf], want[inf], err_msg=f"{what}: Inf")
+    fin = np.isfinite(want)
+    err = np.abs(got64[fin] - want[fin])
+    rel = rtol(dtype, "cpu", 1) if rel is None else rel
+    tol = rel * np.asarray(bound, np.float64)[fin] + ATOL[dtype]
+    if dtype is np.float16:  # a float16 result also rounds (or overflows) on its own
+        tol = tol + np.abs(want[fin]) * 2.0**-11
+    bad = err > tol
+    assert not bad.any(), (
+        f"{what}: {bad.sum()} of {bad.size} values off; worst error {err.max():.3g}, "
+        f"got {got64[fin][bad][:3]}, expected {want[fin][bad][:3]}"
+    )
+
+
+def check(func, a, b, axis, backend, grad=None, keepdims=False, reduction="sum", out=None):
+    """Run func on backend and compare every output with the float64 reference."""
+    got = call(func, a, b, axis, backend, grad, keepdims, reduction, out)
+    want = exact(func, a, b, axis, grad, keepdims, reduction)
+    bound = exact(func, a, b, axis, grad, keepdims, reduction, absolute=True)
+    dtype = result_dtype(a, b)
+    shape = np.broadcast_shapes(np.shape(a), np.shape(b))
+    axes = range(len(shape)) if axis is None else np.atleast_1d(axis)
+    n = int(np.prod([shape[i] for i in axes]))
+    if not isinstance(want, tuple):
+        got, want, bound = (got,), (want,), (bound,)
+    assert len(got) == len(want)
+    for i, (g, w, bd) in enumerate(zip(got, want, bound)):
+        assert_close(g, w, bd, dtype, f"{func} output {i} on {backend}", rtol(dtype, backend, n))
+    return got if len(got) > 1 else got[0]
