@@ -1,0 +1,230 @@
+"""The public contract: the classic example, the errors of DESIGN.md section 2, imports."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import BACKENDS
+from numpy.exceptions import AxisError
+
+import fastcorr
+
+ALL = ["correlation", "correlation_vjp", "corr_loss", "corr_loss_and_grad", "product_loss",
+       "product_loss_and_grad"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+def classic():
+    a = np.arange(36, dtype=np.float32).reshape(1, 3, 3, 4)
+    b = np.arange(36, 72, dtype=np.float32).reshape(1, 3, 3, 4)
+    return a, b
+
+
+def test_classic_example(backend):
+    """NHWC (1, 3, 3, 4), a = arange(36), b = arange(36, 72), reduced over axis 1."""
+    a, b = classic()
+    corr = fastcorr.correlation(a, b, axis=1, backend=backend)
+    assert corr.shape == (1, 3, 4) and corr.dtype == np.float32
+    np.testing.assert_array_equal(corr, np.einsum("nhwc,nhwc->nwc", a.astype(np.float64), b))
+
+    # the correlation gradient with upstream ones gives back the other image exactly
+    ga, gb = fastcorr.correlation_vjp(a, b, np.ones_like(corr), axis=1, backend=backend)
+    np.testing.assert_array_equal(ga, b)
+    np.testing.assert_array_equal(gb, a)
+
+    # the corr loss gradients are corr * b and corr * a: not the images
+    loss, ga, gb = fastcorr.corr_loss_and_grad(a, b, axis=1, backend=backend)
+    c = corr[:, None].astype(np.float64)
+    assert loss.dtype == np.float32
+    assert loss == np.float32(0.5 * np.sum(c**2))
+    np.testing.assert_array_equal(ga, (c * b).astype(np.float32))
+    np.testing.assert_array_equal(gb, (c * a).astype(np.float32))
+    assert not np.allclose(ga, b)
+
+    # the product loss per position, and its gradient divided by b**2 gives back a
+    per = fastcorr.product_loss(a, b, axis=1, reduction="none", backend=backend)
+    assert per.shape == (1, 3, 4)
+    np.testing.assert_allclose(per, 0.5 * np.sum((a.astype(np.float64) * b) ** 2, axis=1),
+                               rtol=1e-7)
+    loss, ga, gb = fastcorr.product_loss_and_grad(a, b, axis=1, backend=backend)
+    np.testing.assert_allclose(loss, per.astype(np.float64).sum(), rtol=1e-6)
+    np.testing.assert_allclose(ga / b**2, a, rtol=1e-6)
+    np.testing.assert_allclose(gb, a**2 * b, rtol=1e-6)
+
+
+def test_public_names():
+    assert sorted(fastcorr.__all__) == sorted(ALL + ["reference", "__version__"])
+    for name in ALL:
+        assert callable(getattr(fastcorr, name))
+
+
+def test_import_compiles_nothing():
+    code = "import sys, fastcorr; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_defaults_reduce_the_last_axis():
+    a = np.random.default_rng(0).standard_normal((2, 3, 4))
+    np.testing.assert_allclose(fastcorr.correlation(a, a), np.sum(a * a, -1))
+    assert fastcorr.corr_loss(a, a).shape == ()
+
+
+# --------------------------------------------------------------------------- errors
+# Each case: the right exception type, the function named, the offending values named, and
+# the inputs (and any out) untouched.
+
+
+def calls(a, b, **kw):
+    """(name, thunk) for each public function with the same a, b and keyword arguments."""
+    grad = np.ones(np.shape(a)[:-1])  # right for the default axis; checked after a and b
+    loss_kw = {k: v for k, v in kw.items() if k != "keepdims"}
+    return [
+        ("correlation", lambda: fastcorr.correlation(a, b, **kw)),
+        ("correlation_vjp", lambda: fastcorr.correlation_vjp(a, b, grad, **loss_kw)),
+        ("corr_loss", lambda: fastcorr.corr_loss(a, b, **loss_kw)),
+        ("corr_loss_and_grad", lambda: fastcorr.corr_loss_and_grad(a, b, **loss_kw)),
+        ("product_loss", lambda: fastcorr.product_loss(a, b, **loss_kw)),
+        ("product_loss_and_grad", lambda: fastcorr.product_loss_and_grad(a, b, **loss_kw)),
+    ]
+
+
+def assert_raises_untouched(exc, thunk, name, *words, inputs=()):
+    before = [x.copy() for x in inputs]
+    with pytest.raises(exc) as info:
+        thunk()
+    msg = str(info.value)
+    assert name in msg, msg
+    for w in words:
+        assert w in msg, msg
+    for x, x0 in zip(inputs, before):
+        np.testing.assert_array_equal(x, x0)
+
+
+def test_shapes_that_do_not_broadcast():
+    a, b = np.ones((2, 3, 4)), np.ones((2, 5, 4))
+    for name, thunk in calls(a, b):
+        assert_raises_untouched(ValueError, thunk, name, "(2, 3, 4)", "(2, 5, 4)", inputs=(a, b))
+
+
+@pytest.mark.parametrize("axis", [3, -4, (0, 5), (1, 1)])
+def test_bad_axis(backend, axis):
+    a, b = np.ones((2, 3, 4)), np.ones((2, 3, 4))
+    exc = ValueError if axis == (1, 1) else AxisError
+    for name, thunk in calls(a, b, axis=axis, backend=backend):
+        if name == "correlation_vjp":
+            continue  # its grad argument comes first; checked below
+        assert_raises_untouched(exc, thunk, name, inputs=(a, b))
+    with pytest.raises(exc, match="correlation_vjp"):
+        fastcorr.correlation_vjp(a, b, np.ones((2, 3)), axis=axis, backend=backend)
+
+
+def test_axis_of_the_wrong_type():
+    with pytest.raises(TypeError, match="correlation.*axis"):
+        fastcorr.correlation(np.ones(3), np.ones(3), axis=1.5)
+
+
+@pytest.mark.parametrize("bad", [np.ones(4, complex), np.array(["a", "b", "c", "d"]),
+                                 np.array([object()] * 4), np.ones(4, "M8[s]")],
+                         ids=["complex", "str", "object", "datetime"])
+def test_unsupported_dtypes(backend, bad):
+    good = np.ones(4)
+    for name, thunk in calls(good, bad, backend=backend) + calls(bad, good, backend=backend):
+        assert_raises_untouched(TypeError, thunk, name, str(bad.dtype), inputs=(good,))
+
+
+def test_longdouble_is_refused_not_truncated():
+    x = np.ones(4, np.longdouble)
+    if np.dtype(np.longdouble) == np.float64:
+        pytest.skip("longdouble is float64 on this platform")
+    with pytest.raises(TypeError, match="corr_loss"):
+        fastcorr.corr_loss(x, x)
+
+
+def test_unknown_reduction_and_backend():
+    a = np.ones((2, 3))
+    for name, thunk in calls(a, a, backend="gpu"):
+        assert_raises_untouched(ValueError, thunk, name, "'gpu'", "'cpu'", "'cuda'",
+                                "'reference'", inputs=(a,))
+    for name, thunk in calls(a, a, reduction="avg")[2:]:
+        assert_raises_untouched(ValueError, thunk, name, "'avg'", "'sum'", "'mean'", "'none'")
+
+
+def test_cuda_where_none_is_usable():
+    a = np.ones((2, 3))
+    try:
+        fastcorr.correlation(a, a, backend="cuda")
+    except RuntimeError as exc:
+        assert "correlation" in str(exc) or "CUDA" in str(exc)
+        assert len(str(exc)) > 20
+    else:  # a usable GPU (or the simulator): nothing to check here
+        pass
+
+
+class FakeDeviceArray:
+    """Stands in for a CuPy array: only the interface fastcorr looks at."""
+
+    def __init__(self, shape):
+        self.shape = shape
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": "<f4", "data": (0, False),
+                                         "version": 3}
+
+
+def test_host_and_device_mixed():
+    a = np.ones((2, 3), np.float32)
+    d = FakeDeviceArray((2, 3))
+    for name, thunk in calls(a, d) + calls(d, a):
+        assert_raises_untouched(TypeError, thunk, name, "host", inputs=(a,))
+
+
+def test_device_arrays_on_a_host_backend():
+    d = FakeDeviceArray((2, 3))
+    with pytest.raises(TypeError, match="corr_loss.*'cpu'"):
+        fastcorr.corr_loss(d, d, backend="cpu")
+
+
+def test_out_of_the_wrong_shape_or_dtype(backend):
+    a, b = np.ones((2, 3, 4), np.float32), np.ones((2, 3, 4), np.float32)
+    for out, exc, words in [(np.zeros((2, 4), np.float32), ValueError, ["(2, 4)", "(2, 3)"]),
+                            (np.zeros((2, 3), np.int32), TypeError, ["int32"]),
+                            ([0.0] * 6, TypeError, ["list"])]:
+        before = np.array(out, copy=True)
+        assert_raises_untouched(exc, lambda: fastcorr.correlation(a, b, out=out, backend=backend),
+                                "correlation", *words, inputs=(a, b))
+        np.testing.assert_array_equal(out, before)
+    good = np.full(a.shape, 7.0, np.float32)
+    for out, exc in [((good, np.zeros((2, 3, 5), np.float32)), ValueError),
+                     ((good, np.zeros((2, 3, 4), np.int64)), TypeError),
+                     (good, TypeError),
+                     ((good, good), ValueError)]:
+        for name, thunk in [
+            ("corr_loss_and_grad",
+             lambda: fastcorr.corr_loss_and_grad(a, b, out=out, backend=backend)),
+            ("product_loss_and_grad",
+             lambda: fastcorr.product_loss_and_grad(a, b, out=out, backend=backend)),
+            ("correlation_vjp",
+             lambda: fastcorr.correlation_vjp(a, b, np.ones((2, 3)), out=out, backend=backend)),
+        ]:
+            assert_raises_untouched(exc, thunk, name, inputs=(a, b))
+            assert (good == 7).all()  # the good half of the pair was not written either
+
+
+def test_read_only_out():
+    a = np.ones((2, 3))
+    out = np.zeros(2)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="correlation.*read-only"):
+        fastcorr.correlation(a, a, out=out)
+
+
+def test_vjp_grad_of_the_wrong_shape(backend):
+    a = np.ones((2, 3, 4))
+    with pytest.raises(ValueError, match=r"correlation_vjp.*\(2, 5\).*\(2, 3\)"):
+        fastcorr.correlation_vjp(a, a, np.ones((2, 5)), backend=backend)
+    with pytest.raises(TypeError, match="correlation_vjp"):
+        fastcorr.correlation_vjp(a, a, np.ones((2, 3), complex), backend=backend)
