@@ -31,8 +31,13 @@ from numba import njit, prange
 FASTMATH = {"reassoc", "contract"}
 _OPTIONS = dict(nogil=True, cache=True, error_model="numpy")
 
-BLOCK = 128  # terms summed plainly before a compensated add
-TILE_BYTES = 256 * 1024  # a strided tile's share of a and b, kept in L2 between fused passes
+BLOCK = 64  # terms summed plainly, in the inputs' dtype, before a compensated float64 add
+# A strided tile: its rows are runs of at least MIN_RUN columns (4 KiB of float32, long enough
+# for the prefetchers), and where R allows, its share of a and b (TILE_BYTES) stays in the
+# last-level cache between the two passes of the fused corr loss.
+TILE_BYTES = 4 << 20
+MIN_RUN = 1024
+MAX_RUN = 1 << 16
 PARALLEL_MIN = 1 << 16  # elements; below this the serial kernels are faster
 
 
@@ -70,9 +75,11 @@ def _bounds(c, nchunks, ntiles):
     return c * ntiles // nchunks, (c + 1) * ntiles // nchunks
 
 
-@njit(**_OPTIONS)
+@njit(inline="always", **_OPTIONS)
 def _tile(t, S, nqb, R, Q, QB):
     """Tile t -> (p, k, r0, r1, q0, q1): position p, segment k = [r0, r1) of R, block [q0, q1)."""
+    if S == 1 and nqb == 1:  # one tile a position: no divisions in the common case
+        return t, 0, 0, R, 0, Q
     p = t // (S * nqb)
     rest = t - p * (S * nqb)
     k = rest // nqb
@@ -82,78 +89,121 @@ def _tile(t, S, nqb, R, Q, QB):
     return p, k, r0, min(r0 + seg, R), q0, min(q0 + QB, Q)
 
 
-@njit(fastmath=FASTMATH, **_OPTIONS)
-def _dot_row(a, b, p, r0, r1):
+# The helpers below are inlined into the kernels at Numba IR level (a call that is not inlined
+# costs more than a 64-element row). Being inlined they share the kernel's fastmath flags; the
+# compensation helpers above are ordinary calls, compiled without fastmath, so they stay exact.
+_INLINE = dict(inline="always", fastmath=FASTMATH, **_OPTIONS)
+
+
+# They take 1-D runs (slices) and loop from 0: with indices LLVM can prove non-negative, Numba
+# drops its negative-index wraparound and the loops vectorise.
+
+
+@njit(**_INLINE)
+def _dot(x, y):
+    """sum(x * y): plain sums of BLOCK terms in the inputs' dtype, compensated across blocks."""
+    n = x.shape[0]
     s = 0.0
     c = 0.0
-    for k in range(r0, r1, BLOCK):
-        blk = 0.0
-        for r in range(k, min(k + BLOCK, r1)):
-            blk += np.float64(a[p, r]) * np.float64(b[p, r])
-        s, c = _neumaier(s, c, blk)
+    for k in range(0, n, BLOCK):
+        blk = x.dtype.type(0)
+        for i in range(k, min(k + BLOCK, n)):
+            blk += x[i] * y[i]
+        s, c = _neumaier(s, c, np.float64(blk))
     return _total(s, c)
 
 
-@njit(fastmath=FASTMATH, **_OPTIONS)
-def _prod_row(a, b, ga, gb, p, r0, r1, scale, want_grad):
-    """sum((a*b)**2) over row p, [r0, r1); with want_grad also writes scale*(a*b**2, a**2*b)."""
+@njit(**_INLINE)
+def _sq(x, y, gx, gy, scale):
+    """sum((x*y)**2) as _dot; with gx non-empty also writes the product-loss gradients
+    scale*x*y**2 and scale*x**2*y into gx and gy."""
+    n = x.shape[0]
     s = 0.0
     c = 0.0
-    for k in range(r0, r1, BLOCK):
-        blk = 0.0
-        if want_grad:
-            for r in range(k, min(k + BLOCK, r1)):
-                x = np.float64(a[p, r])
-                y = np.float64(b[p, r])
-                t = x * y
+    for k in range(0, n, BLOCK):
+        blk = x.dtype.type(0)
+        m = min(k + BLOCK, n)
+        if gx.size:
+            for i in range(k, m):
+                u = x[i]
+                v = y[i]
+                t = u * v
                 blk += t * t
-                ga[p, r] = scale * t * y
-                gb[p, r] = scale * t * x
+                w = scale * t
+                gx[i] = w * v
+                gy[i] = w * u
         else:
-            for r in range(k, min(k + BLOCK, r1)):
-                t = np.float64(a[p, r]) * np.float64(b[p, r])
+            for i in range(k, m):
+                t = x[i] * y[i]
                 blk += t * t
-        s, c = _neumaier(s, c, blk)
+        s, c = _neumaier(s, c, np.float64(blk))
     return _total(s, c)
 
 
-@njit(fastmath=FASTMATH, **_OPTIONS)
-def _cols(a, b, ga, gb, p, r0, r1, q0, q1, scale, square, want_grad, acc, tot, cmp):
-    """Per-column sums over rows [r0, r1) of a[p] * b[p] for columns [q0, q1), into tot.
+@njit(**_INLINE)
+def _scaled(w, x, y, gx, gy):
+    """gx <- w * y, gy <- w * x, for a scalar w."""
+    for i in range(x.shape[0]):
+        u = x[i]
+        v = y[i]
+        gx[i] = w * v
+        gy[i] = w * u
 
-    square: sum (a*b)**2 instead, writing the product-loss gradients when want_grad."""
+
+@njit(**_INLINE)
+def _scaled_run(w, x, y, gx, gy):
+    """gx <- w * y, gy <- w * x, elementwise, for 1-D runs (w a vector)."""
+    for i in range(x.shape[0]):
+        u = x[i]
+        v = y[i]
+        gx[i] = w[i] * v
+        gy[i] = w[i] * u
+
+
+@njit(**_INLINE)
+def _cols(a, b, ga, gb, p, r0, r1, q0, q1, scale, square, acc, tot, cmp):
+    """Column sums over rows [r0, r1) of a[p] * b[p] (square: of (a*b)**2, writing the product
+    loss gradients unless ga is empty), for columns [q0, q1), into float64 tot[:q1 - q0].
+
+    Rows are walked in memory order, each a contiguous run; BLOCK rows at a time are summed
+    plainly into acc, and the blocks added into tot with compensation."""
     n = q1 - q0
-    for i in range(n):
-        tot[i] = 0.0
-        cmp[i] = 0.0
+    want = ga.size > 0
+    tot[:n] = 0.0
+    cmp[:n] = 0.0
     for k in range(r0, r1, BLOCK):
-        for i in range(n):
-            acc[i] = 0.0
+        acc[:n] = 0
         for r in range(k, min(k + BLOCK, r1)):
+            x = a[p, r, q0:q1]
+            y = b[p, r, q0:q1]
             if not square:
                 for i in range(n):
-                    acc[i] += np.float64(a[p, r, q0 + i]) * np.float64(b[p, r, q0 + i])
-            elif want_grad:
+                    acc[i] += x[i] * y[i]
+            elif want:
+                gx = ga[p, r, q0:q1]
+                gy = gb[p, r, q0:q1]
                 for i in range(n):
-                    x = np.float64(a[p, r, q0 + i])
-                    y = np.float64(b[p, r, q0 + i])
-                    t = x * y
+                    u = x[i]
+                    v = y[i]
+                    t = u * v
                     acc[i] += t * t
-                    ga[p, r, q0 + i] = scale * t * y
-                    gb[p, r, q0 + i] = scale * t * x
+                    w = scale * t
+                    gx[i] = w * v
+                    gy[i] = w * u
             else:
                 for i in range(n):
-                    t = np.float64(a[p, r, q0 + i]) * np.float64(b[p, r, q0 + i])
+                    t = x[i] * y[i]
                     acc[i] += t * t
         for i in range(n):
-            tot[i], cmp[i] = _neumaier(tot[i], cmp[i], acc[i])
+            tot[i], cmp[i] = _neumaier(tot[i], cmp[i], np.float64(acc[i]))
     for i in range(n):
         tot[i] = _total(tot[i], cmp[i])
 
 
 # --------------------------------------------------------------------------- kernels
 # Each returns nothing or the float64 loss sum; `nchunks` is 1 for the serial variants.
-# An output that is not wanted is passed as an empty array of the same type.
+# An output that is not wanted is passed as an empty array of the same type. Gradients are
+# computed in the inputs' dtype, as NumPy would.
 
 
 def rows_dot(a, b, out, nchunks):
@@ -165,7 +215,7 @@ def rows_dot(a, b, out, nchunks):
         lo, hi = _bounds(c, nchunks, ntiles)
         for t in range(lo, hi):
             p, k, r0, r1, _, _ = _tile(t, S, 1, R, 1, 1)
-            out[p, k] = _dot_row(a, b, p, r0, r1)
+            out[p, k] = _dot(a[p, r0:r1], b[p, r0:r1])
 
 
 def rows_corr_grad(a, b, pos, ga, gb, scale, nchunks):
@@ -178,16 +228,11 @@ def rows_corr_grad(a, b, pos, ga, gb, scale, nchunks):
         s = 0.0
         e = 0.0
         for p in range(lo, hi):
-            d = _dot_row(a, b, p, 0, R)
-            if pos.shape[0]:
+            d = _dot(a[p], b[p])
+            if pos.size:
                 pos[p] = d
-            if ga.shape[0]:
-                g = scale * d
-                for r in range(R):
-                    x = np.float64(a[p, r])
-                    y = np.float64(b[p, r])
-                    ga[p, r] = g * y
-                    gb[p, r] = g * x
+            if ga.size:
+                _scaled(a.dtype.type(scale * d), a[p], b[p], ga[p], gb[p])
             s, e = _neumaier(s, e, 0.5 * d * d)
         sums[c] = s
         comps[c] = e
@@ -198,6 +243,7 @@ def rows_product(a, b, pos, ga, gb, scale, S, nchunks):
     """Product loss: returns sum(0.5*(a*b)**2); pos[p, k] <- sum((a*b)**2) over segment k."""
     P, R = a.shape
     ntiles = P * S
+    w = a.dtype.type(scale)
     sums = np.zeros(nchunks)
     comps = np.zeros(nchunks)
     for c in prange(nchunks):
@@ -206,8 +252,11 @@ def rows_product(a, b, pos, ga, gb, scale, S, nchunks):
         e = 0.0
         for t in range(lo, hi):
             p, k, r0, r1, _, _ = _tile(t, S, 1, R, 1, 1)
-            v = _prod_row(a, b, ga, gb, p, r0, r1, scale, ga.shape[0] > 0)
-            if pos.shape[0]:
+            if ga.size:
+                v = _sq(a[p, r0:r1], b[p, r0:r1], ga[p, r0:r1], gb[p, r0:r1], w)
+            else:
+                v = _sq(a[p, r0:r1], b[p, r0:r1], ga[0, :0], gb[0, :0], w)
+            if pos.size:
                 pos[p, k] = v
             s, e = _neumaier(s, e, 0.5 * v)
         sums[c] = s
@@ -223,12 +272,7 @@ def rows_vjp(a, b, g, ga, gb, S, nchunks):
         lo, hi = _bounds(c, nchunks, ntiles)
         for t in range(lo, hi):
             p, _, r0, r1, _, _ = _tile(t, S, 1, R, 1, 1)
-            w = g[p]
-            for r in range(r0, r1):
-                x = np.float64(a[p, r])
-                y = np.float64(b[p, r])
-                ga[p, r] = w * y
-                gb[p, r] = w * x
+            _scaled(a.dtype.type(g[p]), a[p, r0:r1], b[p, r0:r1], ga[p, r0:r1], gb[p, r0:r1])
 
 
 def strided_dot(a, b, out, QB, nchunks):
@@ -237,51 +281,49 @@ def strided_dot(a, b, out, QB, nchunks):
     S = out.shape[1]
     nqb = -(-Q // QB)
     ntiles = P * S * nqb
-    none = np.empty((0, 0, 0))  # _cols writes no gradients here
+    none = np.empty((1, 1, 0), a.dtype)  # _cols writes no gradients here
     for c in prange(nchunks):
-        acc = np.empty(QB)
+        acc = np.empty(QB, a.dtype)
         tot = np.empty(QB)
         cmp = np.empty(QB)
         lo, hi = _bounds(c, nchunks, ntiles)
         for t in range(lo, hi):
             p, k, r0, r1, q0, q1 = _tile(t, S, nqb, R, Q, QB)
-            _cols(a, b, none, none, p, r0, r1, q0, q1, 1.0, False, False, acc, tot, cmp)
-            for i in range(q1 - q0):
-                out[p, k, q0 + i] = tot[i]
+            _cols(a, b, none, none, p, r0, r1, q0, q1, a.dtype.type(1), False, acc, tot, cmp)
+            out[p, k, q0:q1] = tot[:q1 - q0]
 
 
 def strided_corr_grad(a, b, pos, ga, gb, scale, QB, nchunks):
-    """Fused corr loss over (P, R, Q); see rows_corr_grad. Each tile stays in cache between
-    the pass that sums it and the pass that writes its gradients."""
+    """Fused corr loss over (P, R, Q); see rows_corr_grad. A tile is sized to stay in cache
+    between the pass that sums it and the pass that writes its gradients."""
     P, R, Q = a.shape
     nqb = -(-Q // QB)
     ntiles = P * nqb
+    none = np.empty((1, 1, 0), a.dtype)
     sums = np.zeros(nchunks)
     comps = np.zeros(nchunks)
     for c in prange(nchunks):
-        acc = np.empty(QB)
+        acc = np.empty(QB, a.dtype)
         tot = np.empty(QB)
         cmp = np.empty(QB)
+        w = np.empty(QB, a.dtype)
         s = 0.0
         e = 0.0
         lo, hi = _bounds(c, nchunks, ntiles)
         for t in range(lo, hi):
             p, _, _, _, q0, q1 = _tile(t, 1, nqb, R, Q, QB)
-            _cols(a, b, ga, gb, p, 0, R, q0, q1, 1.0, False, False, acc, tot, cmp)
             n = q1 - q0
+            _cols(a, b, none, none, p, 0, R, q0, q1, a.dtype.type(1), False, acc, tot, cmp)
             for i in range(n):
                 d = tot[i]
-                if pos.shape[0]:
+                if pos.size:
                     pos[p, q0 + i] = d
                 s, e = _neumaier(s, e, 0.5 * d * d)
-                tot[i] = scale * d
-            if ga.shape[0]:
+                w[i] = scale * d
+            if ga.size:
                 for r in range(R):
-                    for i in range(n):
-                        x = np.float64(a[p, r, q0 + i])
-                        y = np.float64(b[p, r, q0 + i])
-                        ga[p, r, q0 + i] = tot[i] * y
-                        gb[p, r, q0 + i] = tot[i] * x
+                    _scaled_run(w[:n], a[p, r, q0:q1], b[p, r, q0:q1], ga[p, r, q0:q1],
+                                gb[p, r, q0:q1])
         sums[c] = s
         comps[c] = e
     return _combine(sums, comps)
@@ -295,7 +337,7 @@ def strided_product(a, b, pos, ga, gb, scale, S, QB, nchunks):
     sums = np.zeros(nchunks)
     comps = np.zeros(nchunks)
     for c in prange(nchunks):
-        acc = np.empty(QB)
+        acc = np.empty(QB, a.dtype)
         tot = np.empty(QB)
         cmp = np.empty(QB)
         s = 0.0
@@ -303,10 +345,11 @@ def strided_product(a, b, pos, ga, gb, scale, S, QB, nchunks):
         lo, hi = _bounds(c, nchunks, ntiles)
         for t in range(lo, hi):
             p, k, r0, r1, q0, q1 = _tile(t, S, nqb, R, Q, QB)
-            _cols(a, b, ga, gb, p, r0, r1, q0, q1, scale, True, ga.shape[0] > 0, acc, tot, cmp)
-            for i in range(q1 - q0):
-                if pos.shape[0]:
-                    pos[p, k, q0 + i] = tot[i]
+            _cols(a, b, ga, gb, p, r0, r1, q0, q1, a.dtype.type(scale), True, acc, tot, cmp)
+            n = q1 - q0
+            if pos.size:
+                pos[p, k, q0:q1] = tot[:n]
+            for i in range(n):
                 s, e = _neumaier(s, e, 0.5 * tot[i])
         sums[c] = s
         comps[c] = e
@@ -319,14 +362,16 @@ def strided_vjp(a, b, g, ga, gb, S, QB, nchunks):
     nqb = -(-Q // QB)
     ntiles = P * S * nqb
     for c in prange(nchunks):
+        w = np.empty(QB, a.dtype)
         lo, hi = _bounds(c, nchunks, ntiles)
         for t in range(lo, hi):
             p, _, r0, r1, q0, q1 = _tile(t, S, nqb, R, Q, QB)
+            n = q1 - q0
+            for i in range(n):
+                w[i] = g[p, q0 + i]
             for r in range(r0, r1):
-                for q in range(q0, q1):
-                    w = g[p, q]
-                    ga[p, r, q] = w * np.float64(b[p, r, q])
-                    gb[p, r, q] = w * np.float64(a[p, r, q])
+                _scaled_run(w[:n], a[p, r, q0:q1], b[p, r, q0:q1], ga[p, r, q0:q1],
+                            gb[p, r, q0:q1])
 
 
 def _compile(fn):
@@ -416,7 +461,7 @@ def _tiling(P, R, Q, itemsize, threads):
     """R is split into segments only where the positions alone cannot keep the threads busy."""
     QB = 1
     if Q > 1:
-        QB = min(Q, 4096, max(16, TILE_BYTES // (2 * itemsize * max(R, 1)) // 16 * 16))
+        QB = min(Q, MAX_RUN, max(MIN_RUN, TILE_BYTES // (2 * itemsize * max(R, 1)) // 64 * 64))
     if threads == 1:
         return False, 1, QB, 1
     tiles = P * -(-Q // QB)
@@ -431,11 +476,12 @@ _UNWANTED = {}
 
 
 def _unwanted(dtype, ndim):
-    """The empty array that tells a kernel not to write an output."""
+    """The empty array that tells a kernel not to write an output: shaped (1, ..., 1, 0), so
+    that the kernels can still take (empty) slices of it."""
     try:
         return _UNWANTED[dtype, ndim]
     except KeyError:
-        return _UNWANTED.setdefault((dtype, ndim), np.empty((0,) * ndim, dtype))
+        return _UNWANTED.setdefault((dtype, ndim), np.empty((1,) * (ndim - 1) + (0,), dtype))
 
 
 def _rows(x):
