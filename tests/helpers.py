@@ -12,9 +12,13 @@ import numpy as np
 
 import fastcorr
 from fastcorr import reference
+from fastcorr._kernels.cpu import BLOCK
 
 # Backends under test in this process; the CUDA simulator run sets FASTCORR_TEST_BACKENDS=cuda.
 BACKENDS = os.environ.get("FASTCORR_TEST_BACKENDS", "cpu,reference").split(",")
+
+FUNCS = ("correlation", "correlation_vjp", "corr_loss", "corr_loss_and_grad", "product_loss",
+         "product_loss_and_grad")
 
 ATOL = {np.float64: 1e-300, np.float32: 1e-40, np.float16: 6e-8}
 
@@ -22,19 +26,17 @@ ATOL = {np.float64: 1e-300, np.float32: 1e-40, np.float16: 6e-8}
 def rtol(dtype, backend, n):
     """Error allowed relative to the |a|,|b| bound, from each backend's error analysis.
 
-    Kernel backends sum in float64 (blocks of 128 plain terms, then compensated) and round
-    once: a few units of the result's precision. The reference backend is plain NumPy in the
-    compute dtype, whose sums of n terms carry the textbook bound n * eps (twice that once
-    squared by a loss), and it may sum float32 gradients over broadcast axes."""
+    A sum of n terms in floating point carries at most about n * eps of the sum of |terms|
+    (twice that once a loss squares it). The reference backend sums with NumPy in the compute
+    dtype: n is the whole reduced length. Kernel backends sum plain blocks of at most BLOCK
+    terms in the compute dtype and add the blocks with compensation in float64, so n is
+    capped at BLOCK whatever the length."""
     dtype = np.dtype(dtype).type
     compute = np.float32 if dtype is np.float16 else dtype
     eps = float(np.finfo(compute).eps)
-    if backend == "reference":
-        return (2 * n + 4) * eps
-    return (256 if compute is np.float64 else 4) * eps
-
-FUNCS = ("correlation", "correlation_vjp", "corr_loss", "corr_loss_and_grad", "product_loss",
-         "product_loss_and_grad")
+    if backend != "reference":
+        n = min(n, BLOCK)
+    return (2 * n + 4) * eps
 
 
 def exact(func, a, b, axis, grad=None, keepdims=False, reduction="sum", absolute=False):

@@ -38,6 +38,7 @@ BLOCK = 64  # terms summed plainly, in the inputs' dtype, before a compensated f
 TILE_BYTES = 4 << 20
 MIN_RUN = 1024
 MAX_RUN = 1 << 16
+FLAT_RUN = 1 << 14  # segment of an elementwise problem taken as one long row
 PARALLEL_MIN = 1 << 16  # elements; below this the serial kernels are faster
 
 
@@ -76,6 +77,17 @@ def _bounds(c, nchunks, ntiles):
 
 
 @njit(inline="always", **_OPTIONS)
+def _segment(t, S, seg, R):
+    """Tile t of a rows kernel -> (p, k, r0, r1): row p, its segment k = [r0, r1)."""
+    if S == 1:
+        return t, 0, 0, R
+    p = t // S
+    k = t - p * S
+    r0 = k * seg
+    return p, k, r0, min(r0 + seg, R)
+
+
+@njit(inline="always", **_OPTIONS)
 def _tile(t, S, nqb, R, Q, QB):
     """Tile t -> (p, k, r0, r1, q0, q1): position p, segment k = [r0, r1) of R, block [q0, q1)."""
     if S == 1 and nqb == 1:  # one tile a position: no divisions in the common case
@@ -103,6 +115,11 @@ _INLINE = dict(inline="always", fastmath=FASTMATH, **_OPTIONS)
 def _dot(x, y):
     """sum(x * y): plain sums of BLOCK terms in the inputs' dtype, compensated across blocks."""
     n = x.shape[0]
+    if n <= BLOCK:  # one block: nothing to compensate (the common, short, row)
+        blk = x.dtype.type(0)
+        for i in range(n):
+            blk += x[i] * y[i]
+        return np.float64(blk)
     s = 0.0
     c = 0.0
     for k in range(0, n, BLOCK):
@@ -210,12 +227,16 @@ def rows_dot(a, b, out, nchunks):
     """out[p, k] = sum over segment k of a[p] * b[p]."""
     P, S = out.shape
     R = a.shape[1]
-    ntiles = P * S
+    seg = -(-R // S)
     for c in prange(nchunks):
-        lo, hi = _bounds(c, nchunks, ntiles)
-        for t in range(lo, hi):
-            p, k, r0, r1, _, _ = _tile(t, S, 1, R, 1, 1)
-            out[p, k] = _dot(a[p, r0:r1], b[p, r0:r1])
+        lo, hi = _bounds(c, nchunks, P * S)
+        if S == 1:
+            for p in range(lo, hi):
+                out[p, 0] = _dot(a[p], b[p])
+        else:
+            for t in range(lo, hi):
+                p, k, r0, r1 = _segment(t, S, seg, R)
+                out[p, k] = _dot(a[p, r0:r1], b[p, r0:r1])
 
 
 def rows_corr_grad(a, b, pos, ga, gb, scale, nchunks):
@@ -242,16 +263,16 @@ def rows_corr_grad(a, b, pos, ga, gb, scale, nchunks):
 def rows_product(a, b, pos, ga, gb, scale, S, nchunks):
     """Product loss: returns sum(0.5*(a*b)**2); pos[p, k] <- sum((a*b)**2) over segment k."""
     P, R = a.shape
-    ntiles = P * S
+    seg = -(-R // S)
     w = a.dtype.type(scale)
     sums = np.zeros(nchunks)
     comps = np.zeros(nchunks)
     for c in prange(nchunks):
-        lo, hi = _bounds(c, nchunks, ntiles)
+        lo, hi = _bounds(c, nchunks, P * S)
         s = 0.0
         e = 0.0
         for t in range(lo, hi):
-            p, k, r0, r1, _, _ = _tile(t, S, 1, R, 1, 1)
+            p, k, r0, r1 = _segment(t, S, seg, R)
             if ga.size:
                 v = _sq(a[p, r0:r1], b[p, r0:r1], ga[p, r0:r1], gb[p, r0:r1], w)
             else:
@@ -267,11 +288,11 @@ def rows_product(a, b, pos, ga, gb, scale, S, nchunks):
 def rows_vjp(a, b, g, ga, gb, S, nchunks):
     """ga[p] = g[p] * b[p], gb[p] = g[p] * a[p]."""
     P, R = a.shape
-    ntiles = P * S
+    seg = -(-R // S)
     for c in prange(nchunks):
-        lo, hi = _bounds(c, nchunks, ntiles)
+        lo, hi = _bounds(c, nchunks, P * S)
         for t in range(lo, hi):
-            p, _, r0, r1, _, _ = _tile(t, S, 1, R, 1, 1)
+            p, _, r0, r1 = _segment(t, S, seg, R)
             _scaled(a.dtype.type(g[p]), a[p, r0:r1], b[p, r0:r1], ga[p, r0:r1], gb[p, r0:r1])
 
 
@@ -448,20 +469,26 @@ def _launch(name, parallel, *args):
     return ser(*args[:-1], 1)
 
 
-def _plan(shape, itemsize):
+def _plan(shape, itemsize, fused=False):
     """Tiling of a (P, R, Q) problem: (parallel, S segments of R, QB columns a tile, nchunks)."""
     P, R, Q = shape
     if P * R * Q < PARALLEL_MIN or _serial_only:
-        return _tiling(P, R, Q, itemsize, 1)
-    return _tiling(P, R, Q, itemsize, numba.get_num_threads())
+        return _tiling(P, R, Q, itemsize, 1, fused)
+    return _tiling(P, R, Q, itemsize, numba.get_num_threads(), fused)
 
 
 @lru_cache(maxsize=1024)
-def _tiling(P, R, Q, itemsize, threads):
-    """R is split into segments only where the positions alone cannot keep the threads busy."""
+def _tiling(P, R, Q, itemsize, threads, fused):
+    """A fused tile must stay in cache between its two passes; other tiles take the longest
+    runs that still leave work for every thread. R is split into segments only where the
+    positions alone cannot keep the threads busy."""
     QB = 1
     if Q > 1:
-        QB = min(Q, MAX_RUN, max(MIN_RUN, TILE_BYTES // (2 * itemsize * max(R, 1)) // 64 * 64))
+        QB = min(Q, MAX_RUN)
+        if fused:
+            QB = min(QB, max(MIN_RUN, TILE_BYTES // (2 * itemsize * max(R, 1)) // 64 * 64))
+        while P * -(-Q // QB) < 4 * threads and QB >= 2 * MIN_RUN:
+            QB //= 2
     if threads == 1:
         return False, 1, QB, 1
     tiles = P * -(-Q // QB)
@@ -525,7 +552,7 @@ def correlation_vjp(a, b, g, ga, gb):
 def corr_loss_grad(a, b, scale, pos, ga, gb):
     """Returns sum(0.5 * corr**2); pos (P, Q) float64 <- corr; ga, gb <- scale*corr*(b, a)."""
     P, R, Q = a.shape
-    parallel, S, QB, nchunks = _plan(a.shape, a.itemsize)
+    parallel, S, QB, nchunks = _plan(a.shape, a.itemsize, fused=True)
     if S > 1:
         # Too few positions to keep the threads busy: sum over R in parallel segments, then
         # write the gradients in a second pass (the data cannot stay in cache between them).
@@ -546,8 +573,16 @@ def corr_loss_grad(a, b, scale, pos, ga, gb):
 
 def product_loss_grad(a, b, scale, pos, ga, gb):
     """Returns sum(0.5 * (a*b)**2); pos (P, Q) float64 <- sum_r (a*b)**2; ga, gb <- gradients."""
+    if pos is None and all(x is None or x.flags.c_contiguous for x in (a, b, ga, gb)):
+        # Only the total is wanted, and it is elementwise: one long row cut into segments.
+        a, b = a.reshape(1, -1, 1), b.reshape(1, -1, 1)
+        if ga is not None:
+            ga, gb = ga.reshape(a.shape), gb.reshape(a.shape)
     P, R, Q = a.shape
     parallel, S, QB, nchunks = _plan(a.shape, a.itemsize)
+    if P * Q == 1:
+        S = max(S, -(-R // FLAT_RUN))
+        nchunks = min(S, nchunks) if parallel else 1
     part = np.empty((P, S, Q)) if pos is not None else None
     if Q > 1:
         part = _unwanted(_F64, 3) if part is None else part
