@@ -26,15 +26,21 @@ from ._validate import (
 _F64 = np.dtype(np.float64)
 
 
+_BACKEND_MODULES = {}
+
+
 def _kernels(backend):
     """The kernel module of a backend, imported on first use: `import fastcorr` stays light."""
-    if backend == "cpu":
-        from ._kernels import cpu
+    module = _BACKEND_MODULES.get(backend)
+    if module is None:
+        if backend != "cpu":
+            raise RuntimeError(
+                "fastcorr: the CUDA backend is not available in this build; use backend='cpu'"
+            )
+        from ._kernels import cpu as module
 
-        return cpu
-    raise RuntimeError(
-        "fastcorr: the CUDA backend is not available in this build; use backend='cpu'"
-    )
+        _BACKEND_MODULES[backend] = module
+    return module
 
 
 class _Call:

@@ -92,12 +92,16 @@ def check_choice(func, name, value, choices):
 
 def check_out(func, out, shape, dtype, name="out"):
     """out must be a writeable array of exactly `shape` whose dtype the result casts to safely."""
-    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
-        raise TypeError(f"{func}: {name} must be an array, not {type(out).__name__}")
-    if tuple(out.shape) != tuple(shape):
-        raise ValueError(f"{func}: {name} has shape {tuple(out.shape)}; expected {tuple(shape)}")
-    if not np.can_cast(dtype, out.dtype, casting="same_kind") or out.dtype.kind != "f":
-        raise TypeError(f"{func}: {name} has dtype {out.dtype}; the result is {dtype}")
+    try:
+        out_shape, out_dtype = tuple(out.shape), out.dtype
+    except AttributeError:
+        raise TypeError(f"{func}: {name} must be an array, not {type(out).__name__}") from None
+    if out_shape != tuple(shape):
+        raise ValueError(f"{func}: {name} has shape {out_shape}; expected {tuple(shape)}")
+    if out_dtype != dtype and (
+        out_dtype.kind != "f" or not np.can_cast(dtype, out_dtype, casting="same_kind")
+    ):
+        raise TypeError(f"{func}: {name} has dtype {out_dtype}; the result is {dtype}")
     flags = getattr(out, "flags", None)
     if flags is not None and not flags.writeable:
         raise ValueError(f"{func}: {name} is read-only")
@@ -112,6 +116,7 @@ def check_grad_out(func, out, shapes, dtype):
     check_out(func, out[0], shapes[0], dtype, "out[0] (grad_a)")
     check_out(func, out[1], shapes[1], dtype, "out[1] (grad_b)")
     if out[0] is out[1] or (isinstance(out[0], np.ndarray) and isinstance(out[1], np.ndarray)
+                            and np.may_share_memory(out[0], out[1])
                             and np.shares_memory(out[0], out[1])):
         raise ValueError(f"{func}: out[0] and out[1] overlap; give two separate arrays")
     return out[0], out[1]

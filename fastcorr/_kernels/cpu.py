@@ -573,7 +573,9 @@ def corr_loss_grad(a, b, scale, pos, ga, gb):
 
 def product_loss_grad(a, b, scale, pos, ga, gb):
     """Returns sum(0.5 * (a*b)**2); pos (P, Q) float64 <- sum_r (a*b)**2; ga, gb <- gradients."""
-    if pos is None and all(x is None or x.flags.c_contiguous for x in (a, b, ga, gb)):
+    if pos is None and a.size >= PARALLEL_MIN and all(
+        x is None or x.flags.c_contiguous for x in (a, b, ga, gb)
+    ):
         # Only the total is wanted, and it is elementwise: one long row cut into segments.
         a, b = a.reshape(1, -1, 1), b.reshape(1, -1, 1)
         if ga is not None:

@@ -1,0 +1,12 @@
+"""corr_loss_and_grad at the default shape: fastcorr against NumPy and the autodiff peers."""
+
+import pytest
+from conftest import VARIANTS, op_benchmark
+
+import workloads
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("axis", workloads.AXES)
+def test_corr_loss_and_grad(benchmark, data, axis, variant):
+    op_benchmark(benchmark, data, "corr_loss_and_grad", axis, variant)
