@@ -300,6 +300,13 @@ def _per_position(call, op, pos):
 
 
 def _loss_and_grad(func, op, a, b, axis, reduction, out, backend):
+    if out is None and type(a) is np.ndarray and type(b) is np.ndarray:
+        try:
+            plan = _PLANS.get((op, a.shape, a.dtype, b.shape, b.dtype, axis, reduction, backend))
+        except TypeError:  # an unhashable axis (a list): no plan
+            plan = None
+        if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:
+            return plan(a, b)
     call = _Call(func, a, b, axis, backend, reduction)
     lay = call.layout
     if call.backend == "reference":
@@ -315,7 +322,42 @@ def _loss_and_grad(func, op, a, b, axis, reduction, out, backend):
                                     kernel(a3, b3, scale, pos, ga3, gb3))
     if reduction == "none":
         return _per_position(call, op, pos), ga, gb
+    if out is None and call.a is a and call.b is b:
+        _remember(op, call, axis, reduction, backend)
     return call.loss(total or 0.0, reduction), ga, gb
+
+
+_PLANS = {}
+_PLAN_MAX = 1 << 15  # elements: above this the call is long enough that planning is noise
+
+
+def _remember(op, call, axis, reduction, backend):
+    """Keep a ready-made plan for small same-shape C-ordered calls with this signature.
+
+    Small inputs must not pay more Python than the NumPy expression they replace; every
+    check that depends only on shapes, dtypes and arguments has passed once for this key."""
+    a, b, lay = call.a, call.b, call.layout
+    if (a.shape != b.shape or a.dtype is not b.dtype or lay.empty or a.size > _PLAN_MAX
+            or not (a.flags.c_contiguous and b.flags.c_contiguous)
+            or not hasattr(call.kernels, "serial_plan")):
+        return
+    dtype, shape, positions = call.dtype, a.shape, lay.positions
+    kshape, run = call.kernels.serial_plan(op, lay.prq, dtype, call.scale(reduction))
+    mean = reduction == "mean"
+
+    def plan(a, b):
+        ga = np.empty(kshape, dtype)
+        gb = np.empty(kshape, dtype)
+        loss = run(a.reshape(kshape), b.reshape(kshape), ga, gb)
+        return dtype.type(loss / positions if mean else loss), ga.reshape(shape), \
+            gb.reshape(shape)
+
+    if len(_PLANS) > 256:
+        _PLANS.clear()
+    try:
+        _PLANS[op, a.shape, a.dtype, b.shape, b.dtype, axis, reduction, backend] = plan
+    except TypeError:
+        pass
 
 
 def corr_loss(a, b, axis=-1, *, reduction="sum", backend="auto"):

@@ -228,3 +228,27 @@ def test_vjp_grad_of_the_wrong_shape(backend):
         fastcorr.correlation_vjp(a, a, np.ones((2, 5)), backend=backend)
     with pytest.raises(TypeError, match="correlation_vjp"):
         fastcorr.correlation_vjp(a, a, np.ones((2, 3), complex), backend=backend)
+
+
+@pytest.mark.parametrize("func", ["corr_loss_and_grad", "product_loss_and_grad"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("axis", [1, -1, (1, 2), [0, 3], None])
+def test_repeated_small_calls(func, reduction, axis):
+    """Small calls repeat through a cached plan: every repetition, and inputs of the same shape
+    in other layouts or dtypes, must give what the first call gave."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 4, 5))
+    f = getattr(fastcorr, func)
+    first = f(a, b, axis, reduction=reduction)
+    for x, y in [(a, b), (a, b), (np.asfortranarray(a), b), (a[::-1].copy()[::-1], b),
+                 (a.astype(np.float32), b.astype(np.float32)), (a, b)]:
+        got = f(x, y, axis, reduction=reduction)
+        tol = 1e-6 if x.dtype == np.float32 else 1e-14
+        for g, w in zip(got, first):
+            assert np.asarray(g).dtype == x.dtype
+            np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
+    # a different b of the same shape gives its own answer, not the last one's
+    got = f(a, 2 * b, axis, reduction=reduction)
+    want = f(a, 2 * b, axis, reduction=reduction, backend="reference")
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12)

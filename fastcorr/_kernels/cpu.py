@@ -599,3 +599,22 @@ def product_loss_grad(a, b, scale, pos, ga, gb):
     if pos is not None:
         np.sum(part, axis=1, out=pos)
     return loss
+
+
+def serial_plan(op, prq, dtype, scale):
+    """For small inputs of one (P, R, Q) shape, the cheapest call of a fused loss: returns
+    (kernel shape, run) with run(a, b, ga, gb) -> loss for C-ordered arrays of that shape.
+    The API keeps these per call signature, so a repeated small call skips the planning."""
+    P, R, Q = prq
+    if op == "corr_loss_and_grad" and Q > 1:
+        kern = _KERNELS["strided_corr_grad"][1]
+        pos = _unwanted(_F64, 2)
+        QB = _plan(prq, dtype.itemsize, fused=True)[2]
+        return prq, lambda a, b, ga, gb: kern(a, b, pos, ga, gb, scale, QB, 1)
+    if op == "corr_loss_and_grad":
+        kern = _KERNELS["rows_corr_grad"][1]
+        pos = _unwanted(_F64, 1)
+        return (P, R), lambda a, b, ga, gb: kern(a, b, pos, ga, gb, scale, 1)
+    kern = _KERNELS["rows_product"][1]  # elementwise: one row
+    pos = _unwanted(_F64, 2)
+    return (1, P * R * Q), lambda a, b, ga, gb: kern(a, b, pos, ga, gb, scale, 1, 1)
