@@ -29,14 +29,6 @@ def as_host_array(x, name, func):
     return arr
 
 
-def check_real_dtype(dtype, name, func):
-    if dtype.kind not in "biuf":
-        raise TypeError(
-            f"{func}: {name} has dtype {dtype}; fastcorr computes on real numbers "
-            "(bool, integer or floating dtypes)"
-        )
-
-
 def resolve_dtypes(func, dt_a, dt_b):
     """(compute dtype, result dtype) for inputs of dtypes dt_a and dt_b (DESIGN.md section 2)."""
     if dt_a is dt_b and (dt_a is _F32 or dt_a is _F64):  # the common case, without result_type
