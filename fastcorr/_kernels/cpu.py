@@ -217,6 +217,13 @@ def _cols(a, b, ga, gb, p, r0, r1, q0, q1, scale, square, acc, tot, cmp):
         tot[i] = _total(tot[i], cmp[i])
 
 
+@njit(inline="always", **_OPTIONS)
+def _column_sums(QB, dtype):
+    """The buffers of _cols for one chunk: block sums in the inputs' dtype, float64 totals and
+    their compensations."""
+    return np.empty(QB, dtype), np.empty(QB), np.empty(QB)
+
+
 # --------------------------------------------------------------------------- kernels
 # Each returns nothing or the float64 loss sum; `nchunks` is 1 for the serial variants.
 # An output that is not wanted is passed as an empty array of the same type. Gradients are
@@ -304,9 +311,7 @@ def strided_dot(a, b, out, QB, nchunks):
     ntiles = P * S * nqb
     none = np.empty((1, 1, 0), a.dtype)  # _cols writes no gradients here
     for c in prange(nchunks):
-        acc = np.empty(QB, a.dtype)
-        tot = np.empty(QB)
-        cmp = np.empty(QB)
+        acc, tot, cmp = _column_sums(QB, a.dtype)
         lo, hi = _bounds(c, nchunks, ntiles)
         for t in range(lo, hi):
             p, k, r0, r1, q0, q1 = _tile(t, S, nqb, R, Q, QB)
@@ -324,9 +329,7 @@ def strided_corr_grad(a, b, pos, ga, gb, scale, QB, nchunks):
     sums = np.zeros(nchunks)
     comps = np.zeros(nchunks)
     for c in prange(nchunks):
-        acc = np.empty(QB, a.dtype)
-        tot = np.empty(QB)
-        cmp = np.empty(QB)
+        acc, tot, cmp = _column_sums(QB, a.dtype)
         w = np.empty(QB, a.dtype)
         s = 0.0
         e = 0.0
@@ -358,9 +361,7 @@ def strided_product(a, b, pos, ga, gb, scale, S, QB, nchunks):
     sums = np.zeros(nchunks)
     comps = np.zeros(nchunks)
     for c in prange(nchunks):
-        acc = np.empty(QB, a.dtype)
-        tot = np.empty(QB)
-        cmp = np.empty(QB)
+        acc, tot, cmp = _column_sums(QB, a.dtype)
         s = 0.0
         e = 0.0
         lo, hi = _bounds(c, nchunks, ntiles)
