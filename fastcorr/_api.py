@@ -29,13 +29,14 @@ _F64 = np.dtype(np.float64)
 _BACKEND_MODULES = {}
 
 
-def _kernels(backend):
+def _kernels(backend, func="fastcorr"):
     """The kernel module of a backend, imported on first use: `import fastcorr` stays light."""
     module = _BACKEND_MODULES.get(backend)
     if module is None:
         if backend != "cpu":
             raise RuntimeError(
-                "fastcorr: the CUDA backend is not available in this build; use backend='cpu'"
+                f"{func}: backend='cuda' is not usable: this version of fastcorr has no CUDA "
+                "kernels yet; use backend='cpu' (or 'reference')"
             )
         from ._kernels import cpu as module
 
@@ -59,7 +60,7 @@ class _Call:
         else:
             backend = self._device_backend(func, a, b, backend)
         if backend == "cuda":
-            _kernels("cuda")
+            _kernels("cuda", func)
         a = as_host_array(a, "a", func)
         b = as_host_array(b, "b", func)
         self.dtype, self.result = resolve_dtypes(func, a.dtype, b.dtype)
