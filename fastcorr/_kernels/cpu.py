@@ -3,13 +3,15 @@
 The contract (DESIGN.md section 3): the API layer hands over `a` and `b` as 3-D arrays of shape
 (P, R, Q): P outer positions, the reduced axis R, Q inner positions. When Q == 1 the reduced
 axis is the contiguous one and the `rows_*` kernels take 2-D (P, R) views; otherwise the
-`strided_*` kernels walk memory in order and keep a float64 partial sum for each of the Q
-positions of a tile instead of striding along R.
+`strided_*` kernels walk memory in order and keep a partial sum for each of the Q positions of
+a tile instead of striding along R.
 
 Work is split into tiles (position p, segment k of R, block of Q) and tiles into chunks; each
 chunk keeps its own partial loss, combined at the end, so results depend on the thread count
-only through the chunking. Sums are taken in float64, in blocks of BLOCK terms that are then
-added with Neumaier compensation: at least as accurate as NumPy's pairwise sums, at any length.
+only through the chunking. Sums are taken in blocks of BLOCK terms in the inputs' dtype
+(vectorised), and the blocks added in float64 with Neumaier compensation: the error of a dot
+product is bounded by that of BLOCK terms at any length, where NumPy's pairwise sum grows with
+log n (and its sums along a strided axis with n). Losses are accumulated in float64.
 
 Every kernel is compiled twice from the same source: parallel (prange over chunks) and serial.
 The serial one serves small inputs, where a parallel launch costs more than the work, and
