@@ -61,6 +61,24 @@ print("OK", numba.threading_layer())
 """
 
 
+DATALOADER = """
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+work(0)  # the parent has run a parallel kernel, as a training script would before its loader
+
+class Pairs(Dataset):
+    def __len__(self):
+        return 6
+    def __getitem__(self, i):
+        return work(i)
+
+loader = DataLoader(Pairs(), batch_size=2, num_workers=2, multiprocessing_context="fork")
+assert sorted(int(x) for batch in loader for x in batch) == list(range(6))
+print("OK", numba.threading_layer())
+"""
+
+
 def layers():
     found = []
     for layer in ("omp", "workqueue", "tbb"):
@@ -94,3 +112,9 @@ def test_eight_threads_at_once(layer):
 @pytest.mark.parametrize("layer", LAYERS)
 def test_forked_children_after_parallel_work(layer):
     run_script(FORK, layer)
+
+
+@pytest.mark.parametrize("layer", LAYERS[:1])
+def test_pytorch_dataloader_workers(layer):
+    pytest.importorskip("torch")
+    run_script(DATALOADER, layer)
