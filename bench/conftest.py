@@ -4,6 +4,7 @@ and fraction of the streaming bandwidth measured in the same run."""
 import os
 import platform
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +16,24 @@ import workloads  # noqa: E402
 @pytest.fixture(scope="session")
 def data():
     return workloads.arrays()
+
+
+@pytest.fixture(scope="session")
+def triad():
+    """The streaming bandwidth now, in bytes/s: this machine is shared, so each timed case
+    is set against a triad measured just before it rather than once for the whole run."""
+    n = int(np.prod(workloads.SHAPE))
+    fn = workloads.triad_call(n)
+    nbytes = 3 * workloads.nbytes((n,))
+
+    def measure(rounds=9):
+        times = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return nbytes / float(np.median(times))
+    return measure
 
 
 def run(benchmark, fn, group, name, nbytes=None, rounds=None):
@@ -40,7 +59,8 @@ def pytest_terminal_summary(terminalreporter, config):
     w(f"fastcorr benchmark summary ({platform.processor() or platform.machine()}, "
       f"{os.cpu_count()} cores, numpy {np.__version__})")
     if stream:
-        w(f"streaming bandwidth (parallel triad, 3 arrays): {stream / 1e9:.1f} GB/s")
+        w(f"streaming bandwidth (parallel triad, 3 arrays): {stream / 1e9:.1f} GB/s; each row's "
+          "% of triad is against a triad measured just before it (in brackets, GB/s)")
     groups = {}
     for b in rows:
         groups.setdefault(b.group, []).append(b)
@@ -57,8 +77,10 @@ def pytest_terminal_summary(terminalreporter, config):
             if nb:
                 gbs = nb / st.median / 1e9
                 line += f" {gbs:6.1f} GB/s"
-                if stream:
-                    line += f" {100 * nb / st.median / stream:4.0f}% of triad"
+                now = b.extra_info.get("triad_bytes_per_s", stream)
+                if now:
+                    line += f" {100 * nb / st.median / now:4.0f}% of triad"
+                    line += f" ({now / 1e9:4.1f})"
             if ref_t:
                 line += f"  {ref_t / st.median:6.2f}x numpy"
             w(line)
@@ -68,7 +90,7 @@ VARIANTS = ["fastcorr out=", "fastcorr", "numpy reference", "jax.jit", "torch.co
             "torch eager"]
 
 
-def op_benchmark(benchmark, data, op, axis, variant, rounds=7):
+def op_benchmark(benchmark, data, triad, op, axis, variant, rounds=7):
     """One operation at the default shape, by one implementation."""
     a, b = data
     group = f"{op} axis={axis} {a.shape} {a.dtype}"
@@ -87,4 +109,5 @@ def op_benchmark(benchmark, data, op, axis, variant, rounds=7):
         pytest.importorskip({"jax.jit": "jax"}.get(variant, "torch"))
         fn = workloads.PEERS[variant](op, a, b, axis)
         workloads.check_against_fastcorr(op, a, b, axis, fn())
+    benchmark.extra_info["triad_bytes_per_s"] = triad()
     run(benchmark, fn, group, variant, nbytes=nbytes, rounds=rounds)

@@ -8,5 +8,5 @@ import workloads
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("axis", workloads.AXES)
-def test_corr_loss_and_grad(benchmark, data, axis, variant):
-    op_benchmark(benchmark, data, "corr_loss_and_grad", axis, variant)
+def test_corr_loss_and_grad(benchmark, data, triad, axis, variant):
+    op_benchmark(benchmark, data, triad, "corr_loss_and_grad", axis, variant)

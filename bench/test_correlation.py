@@ -8,5 +8,5 @@ import workloads
 
 @pytest.mark.parametrize("variant", ["fastcorr out=", "fastcorr", "numpy reference"])
 @pytest.mark.parametrize("axis", workloads.AXES)
-def test_correlation(benchmark, data, axis, variant):
-    op_benchmark(benchmark, data, "correlation", axis, variant)
+def test_correlation(benchmark, data, triad, axis, variant):
+    op_benchmark(benchmark, data, triad, "correlation", axis, variant)
