@@ -33,14 +33,24 @@ def _kernels(backend, func="fastcorr"):
     """The kernel module of a backend, imported on first use: `import fastcorr` stays light."""
     module = _BACKEND_MODULES.get(backend)
     if module is None:
-        if backend != "cpu":
-            raise RuntimeError(
-                f"{func}: backend='cuda' is not usable: this version of fastcorr has no CUDA "
-                "kernels yet; use backend='cpu' (or 'reference')"
-            )
-        from ._kernels import cpu as module
-
+        if backend == "cpu":
+            from ._kernels import cpu as module
+        else:
+            module = _cuda_module(func)
         _BACKEND_MODULES[backend] = module
+    return module
+
+
+def _cuda_module(func):
+    why = None
+    try:
+        from ._kernels import cuda as module
+    except ImportError as exc:
+        why = f"numba.cuda cannot be imported ({exc}); install the 'cuda' extra (numba-cuda)"
+    else:
+        why = module.reason_unusable()
+    if why:
+        raise RuntimeError(f"{func}: backend='cuda' is not usable: {why}")
     return module
 
 
@@ -89,7 +99,11 @@ class _Call:
                 f"{func}: backend={backend!r} needs host arrays; the inputs are CUDA device "
                 "arrays (use backend='cuda' or 'auto', or copy them to the host)"
             )
-        return "cuda"
+        _kernels("cuda", func)
+        raise TypeError(
+            f"{func}: CUDA device arrays as inputs are not supported yet; pass host arrays "
+            "with backend='cuda' (they are copied over and back)"
+        )
 
     @property
     def kernels(self):

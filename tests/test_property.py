@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
-from helpers import BACKENDS, FUNCS, check, exact, result_dtype
+from helpers import BACKENDS, FUNCS, SIMULATOR, check, exact, result_dtype
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-SETTINGS = settings(max_examples=150, deadline=None,
+# the CUDA simulator runs a Python thread per CUDA thread: fewer examples there
+SETTINGS = settings(max_examples=30 if SIMULATOR else 150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
