@@ -20,6 +20,8 @@ from numba import cuda
 # Threads per block. The CUDA simulator tests set FASTCORR_CUDA_BLOCK_SIZE small, so that tiny
 # inputs span several blocks and the grid-stride loops and the block reduction are exercised.
 BLOCK_SIZE = int(os.environ.get("FASTCORR_CUDA_BLOCK_SIZE", "256"))
+if BLOCK_SIZE < 1 or BLOCK_SIZE & (BLOCK_SIZE - 1):  # the block reduction halves it
+    raise ValueError(f"FASTCORR_CUDA_BLOCK_SIZE must be a power of two, not {BLOCK_SIZE}")
 MAX_BLOCKS = 65535
 
 
