@@ -70,8 +70,45 @@ def _dot_kernel(a, b, out):
         out[p, q] = s
 
 
+@cuda.jit(device=True)
+def _corr_position(a, b, pos, ga, gb, scale, p, q, R):
+    """The corr loss at (p, q): writes corr and scale*corr*(b, a), returns 0.5*corr**2."""
+    d = 0.0
+    for r in range(R):
+        d += np.float64(a[p, r, q]) * np.float64(b[p, r, q])
+    if pos.size:
+        pos[p, q] = d
+    if ga.size:
+        w = scale * d
+        for r in range(R):
+            x = a[p, r, q]
+            y = b[p, r, q]
+            ga[p, r, q] = w * y
+            gb[p, r, q] = w * x
+    return 0.5 * d * d
+
+
+@cuda.jit(device=True)
+def _product_position(a, b, pos, ga, gb, scale, p, q, R):
+    """The product loss at (p, q): writes sum((a*b)**2) and the gradients, returns half of it."""
+    s = 0.0
+    for r in range(R):
+        x = np.float64(a[p, r, q])
+        y = np.float64(b[p, r, q])
+        t = x * y
+        s += t * t
+        if ga.size:
+            ga[p, r, q] = scale * t * y
+            gb[p, r, q] = scale * t * x
+    if pos.size:
+        pos[p, q] = s
+    return 0.5 * s
+
+
 @cuda.jit
-def _corr_grad_kernel(a, b, pos, ga, gb, scale, total):
+def _loss_kernel(a, b, pos, ga, gb, scale, square, total):
+    """Either loss (square: the product loss), with its outputs where they are not empty,
+    adding the loss into total[0]."""
     P, R, Q = a.shape
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
@@ -82,45 +119,10 @@ def _corr_grad_kernel(a, b, pos, ga, gb, scale, total):
         i = start + k * stride
         if i < P * Q:
             p, q = _position(i, Q)
-            d = 0.0
-            for r in range(R):
-                d += np.float64(a[p, r, q]) * np.float64(b[p, r, q])
-            if pos.size:
-                pos[p, q] = d
-            if ga.size:
-                w = scale * d
-                for r in range(R):
-                    x = a[p, r, q]
-                    y = b[p, r, q]
-                    ga[p, r, q] = w * y
-                    gb[p, r, q] = w * x
-            mine += 0.5 * d * d
-    _block_add(mine, total)
-
-
-@cuda.jit
-def _product_kernel(a, b, pos, ga, gb, scale, total):
-    P, R, Q = a.shape
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    mine = 0.0
-    rounds = (P * Q + stride - 1) // stride
-    for k in range(rounds):
-        i = start + k * stride
-        if i < P * Q:
-            p, q = _position(i, Q)
-            s = 0.0
-            for r in range(R):
-                x = np.float64(a[p, r, q])
-                y = np.float64(b[p, r, q])
-                t = x * y
-                s += t * t
-                if ga.size:
-                    ga[p, r, q] = scale * t * y
-                    gb[p, r, q] = scale * t * x
-            if pos.size:
-                pos[p, q] = s
-            mine += 0.5 * s
+            if square:
+                mine += _product_position(a, b, pos, ga, gb, scale, p, q, R)
+            else:
+                mine += _corr_position(a, b, pos, ga, gb, scale, p, q, R)
     _block_add(mine, total)
 
 
@@ -171,14 +173,15 @@ def correlation_vjp(a, b, g, ga, gb):
     d_gb.copy_to_host(gb)
 
 
-def _loss_kernel(kernel, a, b, scale, pos, ga, gb):
+def _loss(square, a, b, scale, pos, ga, gb):
     P, R, Q = a.shape
     d_pos = cuda.device_array((P, Q)) if pos is not None else _nothing(np.float64, 2)
     want = ga is not None
     d_ga = cuda.device_array(a.shape, a.dtype) if want else _nothing(a.dtype, 3)
     d_gb = cuda.device_array(a.shape, a.dtype) if want else _nothing(a.dtype, 3)
     total = cuda.to_device(np.zeros(1))
-    kernel[_grid(P * Q)](_to_device(a), _to_device(b), d_pos, d_ga, d_gb, scale, total)
+    _loss_kernel[_grid(P * Q)](_to_device(a), _to_device(b), d_pos, d_ga, d_gb, scale, square,
+                               total)
     if pos is not None:
         pos[...] = d_pos.copy_to_host()
     if want:
@@ -188,8 +191,8 @@ def _loss_kernel(kernel, a, b, scale, pos, ga, gb):
 
 
 def corr_loss_grad(a, b, scale, pos, ga, gb):
-    return _loss_kernel(_corr_grad_kernel, a, b, scale, pos, ga, gb)
+    return _loss(False, a, b, scale, pos, ga, gb)
 
 
 def product_loss_grad(a, b, scale, pos, ga, gb):
-    return _loss_kernel(_product_kernel, a, b, scale, pos, ga, gb)
+    return _loss(True, a, b, scale, pos, ga, gb)
