@@ -315,11 +315,13 @@ def _per_position(call, op, pos):
 
 
 def _loss_and_grad(func, op, a, b, axis, reduction, out, backend):
+    key = None
     if out is None and type(a) is np.ndarray and type(b) is np.ndarray:
+        key = (op, a.shape, a.dtype, b.shape, b.dtype, axis, reduction, backend)
         try:
-            plan = _PLANS.get((op, a.shape, a.dtype, b.shape, b.dtype, axis, reduction, backend))
+            plan = _PLANS.get(key)
         except TypeError:  # an unhashable axis (a list): no plan
-            plan = None
+            plan = key = None
         if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:
             return plan(a, b)
     call = _Call(func, a, b, axis, backend, reduction)
@@ -337,8 +339,8 @@ def _loss_and_grad(func, op, a, b, axis, reduction, out, backend):
                                     kernel(a3, b3, scale, pos, ga3, gb3))
     if reduction == "none":
         return _per_position(call, op, pos), ga, gb
-    if out is None and call.a is a and call.b is b:
-        _remember(op, call, axis, reduction, backend)
+    if key is not None and call.a is a and call.b is b:
+        _remember(key, op, call, reduction)
     return call.loss(total or 0.0, reduction), ga, gb
 
 
@@ -346,8 +348,8 @@ _PLANS = {}
 _PLAN_MAX = 1 << 15  # elements: above this the call is long enough that planning is noise
 
 
-def _remember(op, call, axis, reduction, backend):
-    """Keep a ready-made plan for small same-shape C-ordered calls with this signature.
+def _remember(key, op, call, reduction):
+    """Keep, under `key`, a ready-made plan for small same-shape C-ordered calls.
 
     Small inputs must not pay more Python than the NumPy expression they replace; every
     check that depends only on shapes, dtypes and arguments has passed once for this key."""
@@ -369,10 +371,7 @@ def _remember(op, call, axis, reduction, backend):
 
     if len(_PLANS) > 256:
         _PLANS.clear()
-    try:
-        _PLANS[op, a.shape, a.dtype, b.shape, b.dtype, axis, reduction, backend] = plan
-    except TypeError:
-        pass
+    _PLANS[key] = plan
 
 
 def corr_loss(a, b, axis=-1, *, reduction="sum", backend="auto"):
