@@ -57,6 +57,25 @@ def _block_add(value, total):
         cuda.atomic.add(total, 0, sm[0])
 
 
+@cuda.jit(device=True)
+def _dot_at(a, b, p, q, R):
+    """sum over r of a[p, r, q] * b[p, r, q], in float64."""
+    s = 0.0
+    for r in range(R):
+        s += np.float64(a[p, r, q]) * np.float64(b[p, r, q])
+    return s
+
+
+@cuda.jit(device=True)
+def _scaled_at(w, a, b, ga, gb, p, q, R):
+    """ga[p, :, q] <- w * b[p, :, q], gb[p, :, q] <- w * a[p, :, q]."""
+    for r in range(R):
+        x = a[p, r, q]
+        y = b[p, r, q]
+        ga[p, r, q] = w * y
+        gb[p, r, q] = w * x
+
+
 @cuda.jit
 def _dot_kernel(a, b, out):
     P, R, Q = a.shape
@@ -64,27 +83,17 @@ def _dot_kernel(a, b, out):
     stride = cuda.gridsize(1)
     for i in range(start, P * Q, stride):
         p, q = _position(i, Q)
-        s = 0.0
-        for r in range(R):
-            s += np.float64(a[p, r, q]) * np.float64(b[p, r, q])
-        out[p, q] = s
+        out[p, q] = _dot_at(a, b, p, q, R)
 
 
 @cuda.jit(device=True)
 def _corr_position(a, b, pos, ga, gb, scale, p, q, R):
     """The corr loss at (p, q): writes corr and scale*corr*(b, a), returns 0.5*corr**2."""
-    d = 0.0
-    for r in range(R):
-        d += np.float64(a[p, r, q]) * np.float64(b[p, r, q])
+    d = _dot_at(a, b, p, q, R)
     if pos.size:
         pos[p, q] = d
     if ga.size:
-        w = scale * d
-        for r in range(R):
-            x = a[p, r, q]
-            y = b[p, r, q]
-            ga[p, r, q] = w * y
-            gb[p, r, q] = w * x
+        _scaled_at(scale * d, a, b, ga, gb, p, q, R)
     return 0.5 * d * d
 
 
@@ -133,12 +142,7 @@ def _vjp_kernel(a, b, g, ga, gb):
     stride = cuda.gridsize(1)
     for i in range(start, P * Q, stride):
         p, q = _position(i, Q)
-        w = g[p, q]
-        for r in range(R):
-            x = a[p, r, q]
-            y = b[p, r, q]
-            ga[p, r, q] = w * y
-            gb[p, r, q] = w * x
+        _scaled_at(g[p, q], a, b, ga, gb, p, q, R)
 
 
 def _grid(positions):
