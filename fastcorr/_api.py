@@ -18,6 +18,7 @@ from ._validate import (
     check_choice,
     check_grad_out,
     check_out,
+    check_real,
     is_device_array,
     normalize_axes,
     resolve_dtypes,
@@ -41,6 +42,12 @@ def _kernels(backend, func="fastcorr"):
     return module
 
 
+def _device():
+    from . import _device
+
+    return _device
+
+
 def _cuda_module(func):
     why = None
     try:
@@ -57,37 +64,59 @@ def _cuda_module(func):
 class _Call:
     """The checked arguments of one public call."""
 
-    __slots__ = ("func", "a", "b", "shape", "axes", "dtype", "result", "backend", "layout")
+    __slots__ = ("func", "a", "b", "shape", "axes", "dtype", "result", "backend", "layout",
+                 "device")
 
     def __init__(self, func, a, b, axis, backend, reduction=None):
         if backend not in BACKENDS:
             check_choice(func, "backend", backend, BACKENDS)
         if reduction is not None and reduction not in REDUCTIONS:
             check_choice(func, "reduction", reduction, REDUCTIONS)
+        on_device = False
         if type(a) is np.ndarray and type(b) is np.ndarray:  # the common case, checked cheaply
             if backend == "auto":
                 backend = "cpu"
         else:
-            backend = self._device_backend(func, a, b, backend)
+            backend, on_device = self._device_backend(func, a, b, backend)
         if backend == "cuda":
             _kernels("cuda", func)
-        a = as_host_array(a, "a", func)
-        b = as_host_array(b, "b", func)
+        self.device = None
+        if on_device:
+            from ._device import Buf
+
+            dev_a, dev_b = a, b
+            a, b = Buf.of(a), Buf.of(b)  # shape and dtype, for the checks below
+            for name, x in (("a", a), ("b", b)):
+                check_real(func, name, x.dtype)
+        else:
+            a = as_host_array(a, "a", func)
+            b = as_host_array(b, "b", func)
         self.dtype, self.result = resolve_dtypes(func, a.dtype, b.dtype)
         self.shape = broadcast_shape(func, a.shape, b.shape)
         self.axes = normalize_axes(func, axis, len(self.shape))
         self.func = func
         self.backend = backend
-        # astype converts integers, float16 and byte-swapped input; same-dtype input is untouched
-        self.a = a if a.dtype is self.dtype else a.astype(self.dtype)
-        self.b = b if b.dtype is self.dtype else b.astype(self.dtype)
         self.layout = _layout(self.shape, self.axes)
+        if not on_device:
+            # astype converts integers, float16 and byte-swapped input; same dtype is untouched
+            a = a if a.dtype is self.dtype else a.astype(self.dtype)
+            b = b if b.dtype is self.dtype else b.astype(self.dtype)
+        self.a, self.b = a, b
+        if backend == "cuda":
+            device = _device()
+            if on_device:
+                self.device = device.DeviceCall(self, dev_a, dev_b, host=False)
+            else:  # NumPy input: copied over, and the results back
+                self.device = device.DeviceCall(self, device.to_device(a),
+                                                device.to_device(b), host=True)
 
     @staticmethod
     def _device_backend(func, a, b, backend):
+        """(backend, whether the inputs are CUDA device arrays) for inputs that are not both
+        NumPy arrays."""
         dev_a, dev_b = is_device_array(a), is_device_array(b)
         if not (dev_a or dev_b):
-            return "cpu" if backend == "auto" else backend
+            return ("cpu" if backend == "auto" else backend), False
         if not (dev_a and dev_b):
             which = "a" if dev_a else "b"
             raise TypeError(
@@ -99,11 +128,7 @@ class _Call:
                 f"{func}: backend={backend!r} needs host arrays; the inputs are CUDA device "
                 "arrays (use backend='cuda' or 'auto', or copy them to the host)"
             )
-        _kernels("cuda", func)
-        raise TypeError(
-            f"{func}: CUDA device arrays as inputs are not supported yet; pass host arrays "
-            "with backend='cuda' (they are copied over and back)"
-        )
+        return "cuda", True
 
     @property
     def kernels(self):
@@ -159,13 +184,21 @@ class _Layout:
         self.kept = tuple(1 if i in axes else shape[i] for i in range(n))
         self.empty = 0 in self.prq
 
+    def nd(self, x):
+        """x broadcast to the call's shape, its axes in (P, R, Q) order: a view."""
+        if x.shape != self.shape:
+            x = np.broadcast_to(x, self.shape)
+        return x if self.perm is None else x.transpose(self.perm)
+
+    def nd_back(self, x3):
+        """A (P, R, Q) array as a view in the call's shape and axis order."""
+        x = x3.reshape(self.permuted)
+        return x if self.perm is None else x.transpose(np.argsort(self.perm))
+
     def to3d(self, x):
         if self.perm is None and x.shape == self.shape and x.flags.c_contiguous:
             return x.reshape(self.prq)  # the usual case: a view
-        if x.shape != self.shape:
-            x = np.broadcast_to(x, self.shape)
-        if self.perm is not None:
-            x = x.transpose(self.perm)
+        x = self.nd(x)
         try:
             return x.reshape(self.prq, copy=False)
         except ValueError:  # the axes cannot be merged in place
@@ -175,10 +208,7 @@ class _Layout:
         """A (P, R, Q) gradient back in an input's shape, summed over its broadcast axes."""
         if self.perm is None and shape == self.shape:
             return x3.reshape(shape)
-        x = x3.reshape(self.permuted)
-        if self.perm is not None:
-            x = x.transpose(np.argsort(self.perm))
-        return reference.unbroadcast(x, shape)
+        return reference.unbroadcast(self.nd_back(x3), shape)
 
     def out3d(self, out, call, shape):
         """`out` as the (P, R, Q) array for a kernel to write, or None where it cannot be."""
@@ -249,8 +279,13 @@ def correlation(a, b, axis=-1, *, keepdims=False, out=None, backend="auto"):
     call = _Call("correlation", a, b, axis, backend)
     lay = call.layout
     shape = lay.kept if keepdims else lay.reduced
+    dev = call.device
+    if dev is not None and not dev.host:
+        return _device().correlation(call, dev, keepdims, out)
     if out is not None:
         check_out(call.func, out, shape, call.result)
+    if dev is not None:
+        return _deliver(_device().correlation(call, dev, keepdims, None), call.result, out)
     if call.backend == "reference":
         return _deliver(reference.correlation(call.a, call.b, call.axes, keepdims), call.result,
                         out)
@@ -271,6 +306,16 @@ def correlation_vjp(a, b, grad, axis=-1, *, out=None, backend="auto"):
     a and b, in their shapes. grad has the shape of the correlation (keepdims or not)."""
     call = _Call("correlation_vjp", a, b, axis, backend)
     lay = call.layout
+    dev = call.device
+    if dev is not None:
+        if dev.host != (not is_device_array(grad)):
+            raise TypeError(f"{call.func}: grad must be on the same device as a and b")
+        if not dev.host:
+            return _device().correlation_vjp(call, dev, grad, out)
+        out_a, out_b = check_grad_out(call.func, out, (call.a.shape, call.b.shape), call.result)
+        g = as_host_array(grad, "grad", call.func)
+        ga, gb = _device().correlation_vjp(call, dev, _device().to_device(g), None)
+        return _deliver(ga, call.result, out_a), _deliver(gb, call.result, out_b)
     g = as_host_array(grad, "grad", call.func)
     target = lay.kept if g.ndim == len(lay.shape) else lay.reduced
     try:
@@ -293,6 +338,8 @@ def correlation_vjp(a, b, grad, axis=-1, *, out=None, backend="auto"):
 def _loss(func, op, a, b, axis, reduction, backend):
     call = _Call(func, a, b, axis, backend, reduction)
     lay = call.layout
+    if call.device is not None:
+        return _device().loss_and_grad(call, call.device, op, reduction, None, False)
     if call.backend == "reference":
         loss = getattr(reference, op)(call.a, call.b, call.axes, reduction)
         return _deliver(np.asarray(loss), call.result, None)[()]
@@ -326,6 +373,13 @@ def _loss_and_grad(func, op, a, b, axis, reduction, out, backend):
             return plan(a, b)
     call = _Call(func, a, b, axis, backend, reduction)
     lay = call.layout
+    dev = call.device
+    if dev is not None and not dev.host:
+        return _device().loss_and_grad(call, dev, op, reduction, out, True)
+    if dev is not None:
+        out_a, out_b = check_grad_out(func, out, (call.a.shape, call.b.shape), call.result)
+        loss, ga, gb = _device().loss_and_grad(call, dev, op, reduction, None, True)
+        return loss, _deliver(ga, call.result, out_a), _deliver(gb, call.result, out_b)
     if call.backend == "reference":
         out_a, out_b = check_grad_out(func, out, (call.a.shape, call.b.shape), call.result)
         loss, ga, gb = getattr(reference, op)(call.a, call.b, call.axes, reduction)

@@ -15,18 +15,23 @@ _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float
 
 
 def is_device_array(x):
-    return hasattr(x, "__cuda_array_interface__")
+    # Numba's CUDA simulator marks its device arrays with __cuda_ndarray__ only
+    return hasattr(x, "__cuda_array_interface__") or getattr(x, "__cuda_ndarray__", False)
 
 
 def as_host_array(x, name, func):
     """x as a NumPy array of a real dtype (bool, integer or floating)."""
     arr = x if type(x) is np.ndarray else np.asarray(x)
-    if arr.dtype.kind not in "biuf":
+    check_real(func, name, arr.dtype)
+    return arr
+
+
+def check_real(func, name, dtype):
+    if dtype.kind not in "biuf":
         raise TypeError(
-            f"{func}: {name} has dtype {arr.dtype}; fastcorr computes on real numbers "
+            f"{func}: {name} has dtype {dtype}; fastcorr computes on real numbers "
             "(bool, integer or floating dtypes)"
         )
-    return arr
 
 
 def resolve_dtypes(func, dt_a, dt_b):
@@ -99,16 +104,26 @@ def check_out(func, out, shape, dtype, name="out"):
         raise ValueError(f"{func}: {name} is read-only")
 
 
-def check_grad_out(func, out, shapes, dtype):
-    """out for a gradient pair: None or a (grad_a, grad_b) pair of arrays."""
+def check_grad_out(func, out, shapes, dtype, check=None, overlap=None):
+    """out for a gradient pair: None or a (grad_a, grad_b) pair of separate arrays.
+
+    check(x, shape, name) checks one array and returns what overlap(x, y) compares; the
+    defaults are for NumPy arrays (the CUDA path passes its own)."""
     if out is None:
         return None, None
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise TypeError(f"{func}: out must be a (grad_a, grad_b) pair of arrays")
-    check_out(func, out[0], shapes[0], dtype, "out[0] (grad_a)")
-    check_out(func, out[1], shapes[1], dtype, "out[1] (grad_b)")
-    if out[0] is out[1] or (isinstance(out[0], np.ndarray) and isinstance(out[1], np.ndarray)
-                            and np.may_share_memory(out[0], out[1])
-                            and np.shares_memory(out[0], out[1])):
+    if check is None:
+        def check(x, shape, name):
+            check_out(func, x, shape, dtype, name)
+            return x
+    x = check(out[0], shapes[0], "out[0] (grad_a)")
+    y = check(out[1], shapes[1], "out[1] (grad_b)")
+    if out[0] is out[1] or (overlap or _np_overlap)(x, y):
         raise ValueError(f"{func}: out[0] and out[1] overlap; give two separate arrays")
     return out[0], out[1]
+
+
+def _np_overlap(x, y):
+    return (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)
+            and np.may_share_memory(x, y) and np.shares_memory(x, y))

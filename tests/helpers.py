@@ -14,8 +14,11 @@ import fastcorr
 from fastcorr import reference
 from fastcorr._kernels.cpu import BLOCK
 
-# Backends under test in this process; the CUDA simulator run sets FASTCORR_TEST_BACKENDS=cuda.
+# Backends under test in this process; the CUDA simulator run sets FASTCORR_TEST_BACKENDS to
+# "cuda,device". "device" is backend="auto" on CUDA device arrays: the inputs (and out=, grad)
+# are uploaded with their memory layout, and the results brought back, by `call`.
 BACKENDS = os.environ.get("FASTCORR_TEST_BACKENDS", "cpu,reference").split(",")
+DEVICE = "device"
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 FUNCS = ("correlation", "correlation_vjp", "corr_loss", "corr_loss_and_grad", "product_loss",
@@ -36,7 +39,7 @@ def rtol(dtype, backend, n):
     dtype = np.dtype(dtype).type
     compute = np.float32 if dtype is np.float16 else dtype
     eps = float(np.finfo(compute).eps)
-    if backend == "cuda":  # plain float64 sums of any length, rounded once to the result
+    if backend in ("cuda", DEVICE):  # plain float64 sums of any length, rounded once to the result
         return (2 * n + 4) * float(np.finfo(np.float64).eps) + 4 * eps
     if backend != "reference":
         n = min(n, BLOCK)
@@ -56,6 +59,8 @@ def exact(func, a, b, axis, grad=None, keepdims=False, reduction="sum", absolute
 
 
 def call(func, a, b, axis, backend, grad=None, keepdims=False, reduction="sum", out=None):
+    if backend == DEVICE:
+        return _call_on_device(func, a, b, axis, grad, keepdims, reduction, out)
     f = getattr(fastcorr, func)
     if func == "correlation":
         return f(a, b, axis, keepdims=keepdims, out=out, backend=backend)
@@ -112,3 +117,69 @@ def check(func, a, b, axis, backend, grad=None, keepdims=False, reduction="sum",
     for i, (g, w, bd) in enumerate(zip(got, want, bound)):
         assert_close(g, w, bd, dtype, f"{func} output {i} on {backend}", rtol(dtype, backend, n))
     return got if len(got) > 1 else got[0]
+
+
+# --------------------------------------------------------------------------- device arrays
+
+
+def device_array(x):
+    """x as a Numba device array with the same values, dtype and strides (not just C order)."""
+    from numba import cuda
+
+    x = np.asarray(x)
+    if not x.dtype.isnative:  # the CUDA array interface has native byte order only
+        x = x.astype(x.dtype.newbyteorder("="))
+    if x.flags.c_contiguous:
+        return cuda.to_device(x)
+    steps = [s // x.itemsize for s in x.strides]
+    lo = sum((n - 1) * s for n, s in zip(x.shape, steps) if s < 0)
+    hi = sum((n - 1) * s for n, s in zip(x.shape, steps) if s > 0)
+    carrier = np.zeros(hi - lo + 1, x.dtype)
+    np.lib.stride_tricks.as_strided(carrier[-lo:], x.shape, x.strides)[...] = x
+    d = cuda.to_device(carrier)
+    if SIMULATOR:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        return FakeCUDAArray(np.lib.stride_tricks.as_strided(d._ary[-lo:], x.shape, x.strides))
+    desc = {"shape": x.shape, "strides": x.strides, "typestr": x.dtype.str, "version": 3,
+            "data": (d.device_ctypes_pointer.value - lo * x.itemsize, False)}
+    return cuda.from_cuda_array_interface(desc, owner=d)
+
+
+def to_host(x):
+    """A device result (Numba, CuPy or PyTorch) as a NumPy array; host values unchanged."""
+    if hasattr(x, "copy_to_host"):
+        return x.copy_to_host()
+    if hasattr(x, "get"):
+        return x.get()
+    if hasattr(x, "cpu"):
+        return x.cpu().numpy()
+    return x
+
+
+def _call_on_device(func, a, b, axis, grad, keepdims, reduction, out):
+    """call() with every array argument uploaded first (one device array per distinct host
+    array, so an out= that is an input stays one), and the results brought back."""
+    uploaded = {}
+
+    def up(x):
+        if id(x) not in uploaded:
+            uploaded[id(x)] = (x, device_array(x))
+        return uploaded[id(x)][1]
+
+    outs = None if out is None else (up(out) if not isinstance(out, tuple)
+                                     else tuple(up(o) for o in out))
+    got = call(func, up(a), up(b), axis, "auto", None if grad is None else up(grad), keepdims,
+               reduction, outs)
+    results = []
+    for r in got if isinstance(got, tuple) else (got,):
+        host = to_host(r)
+        for x, d in uploaded.values():
+            if r is d:  # an out= array: copy back into the caller's host array
+                x[...] = host
+                host = x
+                break
+        else:
+            host = host if np.ndim(host) else host[()]  # a 0-d loss, as the host API gives it
+        results.append(host)
+    return tuple(results) if isinstance(got, tuple) else results[0]

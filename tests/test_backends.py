@@ -3,7 +3,7 @@ out=, empty arrays, NaN and Inf. One suite for all backends (FASTCORR_TEST_BACKE
 
 import numpy as np
 import pytest
-from helpers import BACKENDS, FUNCS, SIMULATOR, call, check, exact, result_dtype
+from helpers import BACKENDS, DEVICE, FUNCS, SIMULATOR, call, check, exact, result_dtype
 
 LOSSES = ("corr_loss", "corr_loss_and_grad", "product_loss", "product_loss_and_grad")
 
@@ -259,7 +259,7 @@ LARGE = [
 @pytest.mark.parametrize("shape,axis", LARGE, ids=str)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_large(backend, func, shape, axis, dtype):
-    if backend == "cuda" and SIMULATOR:
+    if backend in ("cuda", DEVICE) and SIMULATOR:
         pytest.skip("too large for the CUDA simulator (a Python thread per CUDA thread); "
                     "runs on a GPU")
     a, b = rand(shape, dtype, 1), rand(shape, dtype, 2)

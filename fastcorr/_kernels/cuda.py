@@ -1,14 +1,12 @@
 """numba.cuda kernels on the kernel contract of `cpu.py`, and their launchers. Imported lazily.
 
-The contract functions take the same host (P, R, Q) arrays and outputs as the CPU ones, copy
-them over, run one kernel, and copy the results back. Each thread owns one position (p, q) in
+The contract functions mirror the CPU ones on device arrays. Each thread owns one position (p, q) in
 a grid-stride loop: along the reduced axis it walks r, and across a warp consecutive threads
 read consecutive q, so the strided layout (axis=1 in NHWC) is read coalesced. A block sums
 its threads' losses in shared memory and adds them to the float64 total with one atomic.
 
-This is the first step of the CUDA backend: it runs everywhere Numba's CUDA target (or its
-simulator) does, and it is tested against the reference. Device-array inputs, the library
-of the results, streams, and the warp-level kernels for a contiguous reduced axis come next.
+The kernels take Numba device arrays of any strides; `fastcorr._device` makes those views of
+the caller's CuPy, PyTorch or Numba arrays (or of uploaded NumPy input), and wraps the results.
 """
 
 import math
@@ -22,7 +20,10 @@ from numba import cuda
 BLOCK_SIZE = int(os.environ.get("FASTCORR_CUDA_BLOCK_SIZE", "256"))
 if BLOCK_SIZE < 1 or BLOCK_SIZE & (BLOCK_SIZE - 1):  # the block reduction halves it
     raise ValueError(f"FASTCORR_CUDA_BLOCK_SIZE must be a power of two, not {BLOCK_SIZE}")
-MAX_BLOCKS = 65535
+# Blocks per launch, at most; grid-stride loops cover the rest. The simulator tests set it
+# small too: each simulated thread is a Python thread, and a few threads that each loop over
+# many positions exercise the grid-stride paths where many threads would only cost time.
+MAX_BLOCKS = int(os.environ.get("FASTCORR_CUDA_MAX_BLOCKS", "65535"))
 
 
 def reason_unusable():
@@ -145,12 +146,57 @@ def _vjp_kernel(a, b, g, ga, gb):
         _scaled_at(g[p, q], a, b, ga, gb, p, q, R)
 
 
+@cuda.jit
+def _transfer_kernel(src, s0, dst, d0, shape, sstr, dstr, rshape, rstr, transform):
+    """dst[i] = f(sum over j of src[i, j]) for every multi-index i of `shape`, j of `rshape`.
+
+    src and dst are flat 1-D spans of memory; s0, d0 the offsets of element 0 and the strides
+    in elements. This one kernel copies any strided layout into any other, casts, sums the
+    gradients of broadcast inputs back to their shape, and finishes per-position losses
+    (transform 1: 0.5 * x**2, 2: 0.5 * x)."""
+    n = 1
+    for d in range(len(shape)):
+        n *= shape[d]
+    m = 1
+    for d in range(len(rshape)):
+        m *= rshape[d]
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        so = s0
+        do = d0
+        rest = i
+        for d in range(len(shape) - 1, -1, -1):
+            k = rest % shape[d]
+            rest //= shape[d]
+            so += k * sstr[d]
+            do += k * dstr[d]
+        s = 0.0
+        for j in range(m):
+            ro = so
+            rest = j
+            for d in range(len(rshape) - 1, -1, -1):
+                k = rest % rshape[d]
+                rest //= rshape[d]
+                ro += k * rstr[d]
+            s += np.float64(src[ro])
+        if transform == 1:
+            s = 0.5 * s * s
+        elif transform == 2:
+            s = 0.5 * s
+        dst[do] = s
+
+
+@cuda.jit
+def _finish_loss_kernel(total, divisor, out):
+    """out[()] = total[0] / divisor, in out's dtype; NaN for a mean over no positions."""
+    if cuda.grid(1) == 0:
+        if divisor == 0.0:
+            out[()] = math.nan
+        else:
+            out[()] = total[0] / divisor
+
+
 def _grid(positions):
     return max(1, min(MAX_BLOCKS, math.ceil(positions / BLOCK_SIZE))), BLOCK_SIZE
-
-
-def _to_device(x):
-    return cuda.to_device(np.ascontiguousarray(x))
 
 
 def _nothing(dtype, ndim):
@@ -158,45 +204,43 @@ def _nothing(dtype, ndim):
 
 
 # --------------------------------------------------------------------------- the contract
-# The same functions, arguments and results as the CPU backend's (see cpu.py).
+# The CPU backend's contract (see cpu.py), on Numba device arrays, launched on `stream`:
+# a, b (P, R, Q) of the compute dtype, any strides; outputs allocated by the caller. The loss
+# functions add the loss into total[0] (float64, zeroed by the caller) instead of returning it,
+# so that nothing waits for the GPU.
 
 
-def correlation(a, b, out):
+def correlation(a, b, out, stream):
     P, R, Q = a.shape
-    d_out = cuda.device_array((P, Q), np.float64)
-    _dot_kernel[_grid(P * Q)](_to_device(a), _to_device(b), d_out)
-    out[...] = d_out.copy_to_host()
+    _dot_kernel[_grid(P * Q) + (stream,)](a, b, out)
 
 
-def correlation_vjp(a, b, g, ga, gb):
+def correlation_vjp(a, b, g, ga, gb, stream):
     P, R, Q = a.shape
-    d_ga = cuda.device_array(ga.shape, ga.dtype)
-    d_gb = cuda.device_array(gb.shape, gb.dtype)
-    _vjp_kernel[_grid(P * Q)](_to_device(a), _to_device(b), _to_device(g), d_ga, d_gb)
-    d_ga.copy_to_host(ga)
-    d_gb.copy_to_host(gb)
+    _vjp_kernel[_grid(P * Q) + (stream,)](a, b, g, ga, gb)
 
 
-def _loss(square, a, b, scale, pos, ga, gb):
+def _loss(square, a, b, scale, pos, ga, gb, total, stream):
     P, R, Q = a.shape
-    d_pos = cuda.device_array((P, Q)) if pos is not None else _nothing(np.float64, 2)
-    want = ga is not None
-    d_ga = cuda.device_array(a.shape, a.dtype) if want else _nothing(a.dtype, 3)
-    d_gb = cuda.device_array(a.shape, a.dtype) if want else _nothing(a.dtype, 3)
-    total = cuda.to_device(np.zeros(1))
-    _loss_kernel[_grid(P * Q)](_to_device(a), _to_device(b), d_pos, d_ga, d_gb, scale, square,
-                               total)
-    if pos is not None:
-        pos[...] = d_pos.copy_to_host()
-    if want:
-        d_ga.copy_to_host(ga)
-        d_gb.copy_to_host(gb)
-    return float(total.copy_to_host()[0])
+    pos = _nothing(np.float64, 2) if pos is None else pos
+    if ga is None:
+        ga = gb = _nothing(a.dtype, 3)
+    _loss_kernel[_grid(P * Q) + (stream,)](a, b, pos, ga, gb, scale, square, total)
 
 
-def corr_loss_grad(a, b, scale, pos, ga, gb):
-    return _loss(False, a, b, scale, pos, ga, gb)
+def corr_loss_grad(a, b, scale, pos, ga, gb, total, stream):
+    _loss(False, a, b, scale, pos, ga, gb, total, stream)
 
 
-def product_loss_grad(a, b, scale, pos, ga, gb):
-    return _loss(True, a, b, scale, pos, ga, gb)
+def product_loss_grad(a, b, scale, pos, ga, gb, total, stream):
+    _loss(True, a, b, scale, pos, ga, gb, total, stream)
+
+
+def transfer(src, s0, dst, d0, shape, sstr, dstr, rshape, rstr, transform, stream):
+    n = math.prod(shape)
+    _transfer_kernel[_grid(n) + (stream,)](src, s0, dst, d0, shape, sstr, dstr, rshape, rstr,
+                                           transform)
+
+
+def finish_loss(total, divisor, out, stream):
+    _finish_loss_kernel[1, 1, stream](total, float(divisor), out)
