@@ -4,7 +4,6 @@ and fraction of the streaming bandwidth measured in the same run."""
 import os
 import platform
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -14,26 +13,12 @@ import workloads  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def data():
-    return workloads.arrays()
-
-
-@pytest.fixture(scope="session")
-def triad():
-    """The streaming bandwidth now, in bytes/s: this machine is shared, so each timed case
-    is set against a triad measured just before it rather than once for the whole run."""
+def bandwidth():
+    """The streaming bandwidth now, in bytes/s (a triad on the CPU, a device copy on the
+    GPU): this machine is shared, so each timed case is set against one measured just before
+    it rather than once for the whole run."""
     n = int(np.prod(workloads.SHAPE))
-    fn = workloads.triad_call(n)
-    nbytes = 3 * workloads.nbytes((n,))
-
-    def measure(rounds=9):
-        times = []
-        for _ in range(rounds):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return nbytes / float(np.median(times))
-    return measure
+    return lambda: workloads.bandwidth(workloads.BACKEND, n)
 
 
 def run(benchmark, fn, group, name, nbytes=None, rounds=None):
@@ -52,22 +37,22 @@ def pytest_terminal_summary(terminalreporter, config):
     if session is None or not session.benchmarks:
         return
     rows = [b for b in session.benchmarks if b.stats and b.stats.rounds]
-    triad = [b for b in rows if b.group == "bandwidth"]
-    stream = (triad[0].extra_info["bytes"] / triad[0].stats.median) if triad else None
+    yard = [b for b in rows if b.group == "bandwidth"]
+    stream = (yard[0].extra_info["bytes"] / yard[0].stats.median) if yard else None
     w = terminalreporter.write_line
     w("")
     w(f"fastcorr benchmark summary ({platform.processor() or platform.machine()}, "
       f"{os.cpu_count()} cores, numpy {np.__version__})")
     if stream:
-        w(f"streaming bandwidth (parallel triad, 3 arrays): {stream / 1e9:.1f} GB/s; each row's "
-          "% of triad is against a triad measured just before it (in brackets, GB/s)")
+        w(f"streaming bandwidth ({yard[0].name}): {stream / 1e9:.1f} GB/s; each row's % of "
+          "bandwidth is against one measured just before it (in brackets, GB/s)")
     groups = {}
     for b in rows:
         groups.setdefault(b.group, []).append(b)
     for group, items in groups.items():
         if group == "bandwidth":
             continue
-        ref = [b for b in items if b.name.startswith("numpy")]
+        ref = [b for b in items if b.name.startswith("numpy")]  # the ratio column's base
         ref_t = ref[0].stats.median if ref else None
         w(f"  {group}")
         for b in sorted(items, key=lambda b: b.stats.median):
@@ -77,37 +62,34 @@ def pytest_terminal_summary(terminalreporter, config):
             if nb:
                 gbs = nb / st.median / 1e9
                 line += f" {gbs:6.1f} GB/s"
-                now = b.extra_info.get("triad_bytes_per_s", stream)
+                now = b.extra_info.get("bandwidth_bytes_per_s", stream)
                 if now:
-                    line += f" {100 * nb / st.median / now:4.0f}% of triad"
+                    line += f" {100 * nb / st.median / now:4.0f}% of bw"
                     line += f" ({now / 1e9:4.1f})"
             if ref_t:
                 line += f"  {ref_t / st.median:6.2f}x numpy"
             w(line)
 
 
-VARIANTS = ["fastcorr out=", "fastcorr", "numpy reference", "jax.jit", "torch.compile",
-            "torch eager"]
+VARIANTS = [name for name, (_, backends, _) in workloads.IMPLS.items()
+            if workloads.BACKEND in backends]
 
 
-def op_benchmark(benchmark, data, triad, op, axis, variant, rounds=7):
-    """One operation at the default shape, by one implementation."""
-    a, b = data
-    group = f"{op} axis={axis} {a.shape} {a.dtype}"
-    nbytes = workloads.PASSES[op] * a.nbytes
-    if variant == "fastcorr out=":
-        if op == "correlation":
-            out = np.empty_like(workloads.fastcorr_call(op, a, b, axis)())
-        else:
-            out = (np.empty_like(a), np.empty_like(b))
-        fn = workloads.fastcorr_call(op, a, b, axis, out=out)
-    elif variant == "fastcorr":
-        fn = workloads.fastcorr_call(op, a, b, axis)
-    elif variant == "numpy reference":
-        fn = workloads.numpy_call(op, a, b, axis)
-    else:
-        pytest.importorskip({"jax.jit": "jax"}.get(variant, "torch"))
-        fn = workloads.PEERS[variant](op, a, b, axis)
-        workloads.check_against_fastcorr(op, a, b, axis, fn())
-    benchmark.extra_info["triad_bytes_per_s"] = triad()
-    run(benchmark, fn, group, variant, nbytes=nbytes, rounds=rounds)
+def op_benchmark(benchmark, bandwidth, op, axis, variant, rounds=7):
+    """One operation at the default shape, by one implementation (fastcorr._bench.IMPLS)."""
+    p = workloads.Problem(op, workloads.SHAPE, np.float32, axis, workloads.BACKEND)
+    why = workloads.unavailable(variant, p.backend)
+    if why:
+        pytest.skip(why)
+    data = p.inputs()
+    fn, sync, _ = workloads.prepare(variant, p, data)
+    if not variant.startswith("fastcorr"):
+        want, _, _ = workloads.prepare("fastcorr", p, data)
+        workloads.check(p, fn(), want())
+    benchmark.extra_info["bandwidth_bytes_per_s"] = bandwidth()
+
+    def call():
+        fn()
+        sync()
+    group = f"{op} axis={axis} {p.shape} {p.dtype} {p.backend}"
+    run(benchmark, call, group, variant, nbytes=p.nbytes, rounds=rounds)

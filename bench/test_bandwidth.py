@@ -1,4 +1,5 @@
-"""The machine's streaming bandwidth in this run: the yardstick for every GB/s figure."""
+"""The machine's streaming bandwidth in this run: the yardstick for every GB/s figure (a
+parallel triad on the CPU, a device-to-device copy on the GPU)."""
 
 import numpy as np
 from conftest import run
@@ -6,7 +7,8 @@ from conftest import run
 import workloads
 
 
-def test_triad(benchmark):
-    n = int(np.prod(workloads.SHAPE))
-    run(benchmark, workloads.triad_call(n), "bandwidth", "triad z = x + s*y",
-        nbytes=3 * workloads.nbytes((n,)), rounds=20)
+def test_bandwidth(benchmark):
+    n = max(int(np.prod(workloads.SHAPE)), workloads.STREAM_MIN)
+    fn, nbytes = workloads.yardstick(workloads.BACKEND, n, np.dtype(np.float32))
+    name = "device copy" if workloads.BACKEND == "cuda" else "triad z = x + s*y"
+    run(benchmark, fn, "bandwidth", name, nbytes=nbytes, rounds=20)

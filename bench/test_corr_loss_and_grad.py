@@ -1,4 +1,4 @@
-"""corr_loss_and_grad at the default shape: fastcorr against NumPy and the autodiff peers."""
+"""corr_loss_and_grad at the default shape: fastcorr against NumPy and the peers."""
 
 import pytest
 from conftest import VARIANTS, op_benchmark
@@ -8,5 +8,5 @@ import workloads
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("axis", workloads.AXES)
-def test_corr_loss_and_grad(benchmark, data, triad, axis, variant):
-    op_benchmark(benchmark, data, triad, "corr_loss_and_grad", axis, variant)
+def test_corr_loss_and_grad(benchmark, bandwidth, axis, variant):
+    op_benchmark(benchmark, bandwidth, "corr_loss_and_grad", axis, variant)

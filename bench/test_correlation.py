@@ -1,12 +1,12 @@
-"""correlation alone at the default shape: fastcorr against NumPy."""
+"""correlation at the default shape: fastcorr against NumPy and the peers."""
 
 import pytest
-from conftest import op_benchmark
+from conftest import VARIANTS, op_benchmark
 
 import workloads
 
 
-@pytest.mark.parametrize("variant", ["fastcorr out=", "fastcorr", "numpy reference"])
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("axis", workloads.AXES)
-def test_correlation(benchmark, data, triad, axis, variant):
-    op_benchmark(benchmark, data, triad, "correlation", axis, variant)
+def test_correlation(benchmark, bandwidth, axis, variant):
+    op_benchmark(benchmark, bandwidth, "correlation", axis, variant)

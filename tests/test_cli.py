@@ -1,0 +1,82 @@
+"""The `fastcorr` command: `bench` at a tiny size (what it reports, not how fast) and `info`."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fastcorr import _bench, cli
+
+
+def test_bench_json_table_and_skipped_peers(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    assert cli.main(["bench", "--shape", "2,4,4,8", "--repeats", "3", "--axis", "-1", "1",
+                     "--ops", "corr_loss_and_grad", "correlation_vjp",
+                     "--peers", "numpy", "torch", "jax.jit", "cupy",
+                     "--json", str(path)]) == 0
+    table = capsys.readouterr().out
+    d = json.loads(path.read_text())
+    rows = d["results"]
+    assert {(r["op"], r["axis"]) for r in rows} == {
+        (op, ax) for op in ("corr_loss_and_grad", "correlation_vjp") for ax in (-1, 1)}
+    for r in rows:
+        assert r["backend"] == "cpu" and r["calls"] == 3 and r["shape"] == [2, 4, 4, 8]
+        assert r["q1_s"] <= r["median_s"] <= r["q3_s"]
+        assert r["bytes"] == 4 * 2 * 4 * 4 * 8 * 4  # 4 float32 array passes
+        assert r["gb_per_s"] == pytest.approx(r["bytes"] / r["median_s"] / 1e9)
+        if r["impl"] == "numpy":
+            assert r["x_numpy"] == pytest.approx(1.0)
+    impls = {r["impl"] for r in rows}
+    assert {"fastcorr", "fastcorr out=", "numpy"} <= impls
+    # a peer that is not here is listed, with why, and not an error
+    skipped = {s["impl"]: s["why"] for s in d["skipped"]}
+    assert "cupy" in skipped and "cupy" not in impls
+    for peer in ("torch", "jax.jit"):
+        assert (peer in impls) != (peer in skipped)
+        if peer in skipped:
+            assert "installed" in skipped[peer]
+            assert f"skipped: {peer} on cpu" in table
+    assert d["info"]["machine"]["cores"] >= 1 and "numba" in d["info"]
+    assert "corr_loss_and_grad  axis=-1" in table and "x numpy" in table
+
+
+def test_bench_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "s.png"
+    assert cli.main(["bench", "--shape", "1,8,8,4", "--repeats", "1", "--axis", "1",
+                     "--ops", "product_loss_and_grad", "--peers", "numpy",
+                     "--plot", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_checks_peers_before_timing_them():
+    p = _bench.Problem("corr_loss_and_grad", (2, 3, 4), "float32", 1, "cpu")
+    data = p.inputs()
+    fn, _, _ = _bench.prepare("fastcorr", p, data)
+    want = fn()
+    ref, _, _ = _bench.prepare("numpy", p, data)
+    _bench.check(p, ref(), want)
+    wrong = (want[0], want[1] * 1.01, want[2])
+    with pytest.raises(AssertionError):
+        _bench.check(p, wrong, want)
+
+
+def test_bad_arguments_are_refused(capsys):
+    for argv, word in ((["bench", "--shape", "2,x"], "shape"),
+                       (["bench", "--shape", "2,0"], "positive"),
+                       (["bench", "--ops", "nope"], "nope"),
+                       (["bench", "--axis", "one"], "axis"),
+                       (["frobnicate"], "frobnicate")):
+        with pytest.raises(SystemExit) as info:
+            cli.main(argv)
+        assert info.value.code == 2
+        assert word in capsys.readouterr().err
+
+
+def test_info_and_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "fastcorr", "info"], capture_output=True,
+                         text=True, check=True).stdout
+    for word in ("fastcorr: ", "numba: ", "threading layer: ", "threads: ", "kernel cache: ",
+                 "cuda:", "usable: "):
+        assert word in out, out
