@@ -408,7 +408,9 @@ def _remember(key, op, call, reduction):
     Small inputs must not pay more Python than the NumPy expression they replace; every
     check that depends only on shapes, dtypes and arguments has passed once for this key."""
     a, b, lay = call.a, call.b, call.layout
+    # the plan reshapes a and b to (P, R, Q): only right where that needs no transposition
     if (a.shape != b.shape or a.dtype is not b.dtype or lay.empty or a.size > _PLAN_MAX
+            or lay.perm is not None
             or not (a.flags.c_contiguous and b.flags.c_contiguous)
             or not hasattr(call.kernels, "serial_plan")):
         return

@@ -248,7 +248,7 @@ def test_vjp_grad_of_the_wrong_shape(backend):
 
 @pytest.mark.parametrize("func", ["corr_loss_and_grad", "product_loss_and_grad"])
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
-@pytest.mark.parametrize("axis", [1, -1, (1, 2), [0, 3], None])
+@pytest.mark.parametrize("axis", [1, -1, (1, 2), (1, 3), (0, 2), [0, 3], None])
 def test_repeated_small_calls(func, reduction, axis):
     """Small calls repeat through a cached plan: every repetition, and inputs of the same shape
     in other layouts or dtypes, must give what the first call gave."""
