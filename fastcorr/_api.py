@@ -42,6 +42,17 @@ def _kernels(backend, func="fastcorr"):
     return module
 
 
+def _lazy(*xs):
+    """Whether any input is a Dask array (checked without importing Dask)."""
+    return any(type(x).__module__.startswith("dask.") for x in xs)
+
+
+def _dask():
+    from . import _dask
+
+    return _dask
+
+
 def _device():
     from . import _device
 
@@ -276,6 +287,8 @@ def _kernel_grads(call, out, run):
 
 def correlation(a, b, axis=-1, *, keepdims=False, out=None, backend="auto"):
     """sum(a * b, axis), as numpy.vecdot, with the reduced axes kept as size 1 when keepdims."""
+    if _lazy(a, b):
+        return _dask().correlation(a, b, axis, keepdims=keepdims, out=out, backend=backend)
     call = _Call("correlation", a, b, axis, backend)
     lay = call.layout
     shape = lay.kept if keepdims else lay.reduced
@@ -304,6 +317,8 @@ def correlation(a, b, axis=-1, *, keepdims=False, out=None, backend="auto"):
 def correlation_vjp(a, b, grad, axis=-1, *, out=None, backend="auto"):
     """Gradients (grad * b, grad * a) of sum(grad * correlation(a, b, axis)) with respect to
     a and b, in their shapes. grad has the shape of the correlation (keepdims or not)."""
+    if _lazy(a, b, grad):
+        return _dask().correlation_vjp(a, b, grad, axis, out=out, backend=backend)
     call = _Call("correlation_vjp", a, b, axis, backend)
     lay = call.layout
     dev = call.device
@@ -336,6 +351,8 @@ def correlation_vjp(a, b, grad, axis=-1, *, out=None, backend="auto"):
 
 
 def _loss(func, op, a, b, axis, reduction, backend):
+    if _lazy(a, b):
+        return getattr(_dask(), op)(a, b, axis, reduction=reduction, backend=backend)
     call = _Call(func, a, b, axis, backend, reduction)
     lay = call.layout
     if call.device is not None:
@@ -362,6 +379,8 @@ def _per_position(call, op, pos):
 
 
 def _loss_and_grad(func, op, a, b, axis, reduction, out, backend):
+    if _lazy(a, b):
+        return getattr(_dask(), op)(a, b, axis, reduction=reduction, out=out, backend=backend)
     key = None
     if out is None and type(a) is np.ndarray and type(b) is np.ndarray:
         key = (op, a.shape, a.dtype, b.shape, b.dtype, axis, reduction, backend)

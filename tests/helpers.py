@@ -14,11 +14,14 @@ import fastcorr
 from fastcorr import reference
 from fastcorr._kernels.cpu import BLOCK
 
-# Backends under test in this process; the CUDA simulator run sets FASTCORR_TEST_BACKENDS to
-# "cuda,device". "device" is backend="auto" on CUDA device arrays: the inputs (and out=, grad)
-# are uploaded with their memory layout, and the results brought back, by `call`.
-BACKENDS = os.environ.get("FASTCORR_TEST_BACKENDS", "cpu,reference").split(",")
+# Backends under test in this process (FASTCORR_TEST_BACKENDS; the CUDA simulator runs set
+# "device" and "cuda"). "device" is backend="auto" on CUDA device arrays: the inputs (and
+# out=, grad) are uploaded with their memory layout, and the results brought back, by `call`.
+BACKENDS = os.environ.get("FASTCORR_TEST_BACKENDS", "cpu,reference,dask").split(",")
 DEVICE = "device"
+# "dask": backend="auto" on Dask arrays, every axis in two chunks (reduced axes split), the
+# graph computed by `call`.
+DASK = "dask"
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 FUNCS = ("correlation", "correlation_vjp", "corr_loss", "corr_loss_and_grad", "product_loss",
@@ -61,6 +64,8 @@ def exact(func, a, b, axis, grad=None, keepdims=False, reduction="sum", absolute
 def call(func, a, b, axis, backend, grad=None, keepdims=False, reduction="sum", out=None):
     if backend == DEVICE:
         return _call_on_device(func, a, b, axis, grad, keepdims, reduction, out)
+    if backend == DASK:
+        return _call_on_dask(func, a, b, axis, grad, keepdims, reduction, out)
     f = getattr(fastcorr, func)
     if func == "correlation":
         return f(a, b, axis, keepdims=keepdims, out=out, backend=backend)
@@ -183,3 +188,27 @@ def _call_on_device(func, a, b, axis, grad, keepdims, reduction, out):
             host = host if np.ndim(host) else host[()]  # a 0-d loss, as the host API gives it
         results.append(host)
     return tuple(results) if isinstance(got, tuple) else results[0]
+
+
+# --------------------------------------------------------------------------- Dask arrays
+
+
+def dask_array(x):
+    """x as a Dask array with every axis of length > 1 in two chunks."""
+    import dask.array as da
+
+    x = np.asarray(x)
+    return da.from_array(x, chunks=tuple(max(1, -(-n // 2)) for n in x.shape))
+
+
+def _call_on_dask(func, a, b, axis, grad, keepdims, reduction, out):
+    import dask
+    import pytest
+
+    if out is not None:
+        pytest.skip("Dask arrays take no out= (test_dask.py checks the error)")
+    got = call(func, dask_array(a), dask_array(b), axis, "auto",
+               None if grad is None else dask_array(grad), keepdims, reduction)
+    results = dask.compute(*(got if isinstance(got, tuple) else (got,)))
+    results = tuple(r if np.ndim(r) else np.asarray(r)[()] for r in results)
+    return results if isinstance(got, tuple) else results[0]

@@ -53,7 +53,8 @@ def test_float64_sums_of_a_constant():
         if axis is None:
             exact = math.fsum(a)
         else:
-            exact = np.array([math.fsum(c) for c in np.moveaxis(x, axis, -1).reshape(-1, shape[axis])])
+            rows = np.moveaxis(x, axis, -1).reshape(-1, shape[axis])
+            exact = np.array([math.fsum(c) for c in rows])
         numpy_err = np.abs(np.sum(x * y, axis=axis).ravel() - exact)
         assert np.all(np.abs(got.ravel() - exact) <= np.maximum(numpy_err, rel * exact)), \
             (shape, axis, got, exact, numpy_err)

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import BACKENDS, DEVICE
+from helpers import BACKENDS, DASK, DEVICE
 from numpy.exceptions import AxisError
 
 import fastcorr
@@ -14,8 +14,8 @@ ALL = ["correlation", "correlation_vjp", "corr_loss", "corr_loss_and_grad", "pro
        "product_loss_and_grad"]
 
 
-# Backends as named to the API; device arrays are test_device.py's.
-@pytest.fixture(params=[b for b in BACKENDS if b != DEVICE])
+# Backends as named to the API; device and Dask arrays are test_device.py's and test_dask.py's.
+@pytest.fixture(params=[b for b in BACKENDS if b not in (DEVICE, DASK)])
 def backend(request):
     return request.param
 

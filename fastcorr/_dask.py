@@ -1,0 +1,272 @@
+"""The public functions on Dask arrays: lazy, chunk by chunk through the same kernels.
+
+Every check of the public contract (dtypes, broadcasting, axes, reduction, backend, the shape
+of `grad`) runs here, when the graph is built, on the arrays' shapes and dtypes. The graph
+then runs the public functions themselves on each pair of chunks, so NumPy chunks take the
+CPU kernels and CuPy chunks the CUDA ones.
+
+Where every reduced axis is one chunk, each task is one fused call. Where a reduced axis is
+split, the correlation is summed from per-chunk partial correlations (in float64, as a tree),
+and the gradients are then computed from it chunk by chunk: a second read of a and b, which
+is what a split reduction costs. No array is rechunked except where a and b differ.
+
+Inside a task the CPU kernels run on one thread: Dask runs one task per core (or per worker
+thread), and a kernel that also spread over every core would oversubscribe them.
+"""
+
+import operator
+
+import dask.array as da
+import numpy as np
+
+import fastcorr
+
+from . import reference
+from ._validate import (
+    BACKENDS,
+    REDUCTIONS,
+    broadcast_shape,
+    check_choice,
+    check_real,
+    normalize_axes,
+    resolve_dtypes,
+)
+
+_F64 = np.dtype(np.float64)
+
+
+def is_dask(x):
+    return type(x).__module__.partition(".")[0] == "dask"
+
+
+# --------------------------------------------------------------------------- one task
+
+
+def _task(name, *args, **kw):
+    """fastcorr.<name>(*args, **kw) on one chunk, the CPU kernels on this thread alone."""
+    f = getattr(fastcorr, name)
+    if type(args[0]) is not np.ndarray or kw.get("backend") == "reference":
+        return f(*args, **kw)
+    import numba
+
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return f(*args, **kw)
+    finally:
+        numba.set_num_threads(threads)
+
+
+def _task_tuple(name, *args, **kw):
+    """_task, its result always a tuple (a loss alone becomes a 1-tuple)."""
+    result = _task(name, *args, **kw)
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _as_block(x, ndim):
+    """A per-chunk scalar as a one-element block, for a tree sum over the chunks."""
+    return np.reshape(x, (1,) * ndim)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+class _Lazy:
+    """The checked arguments of one call on Dask arrays: a and b broadcast against each
+    other, in the compute dtype, with common chunks."""
+
+    def __init__(self, func, a, b, axis, backend, reduction=None, out=None):
+        if backend not in BACKENDS:
+            check_choice(func, "backend", backend, BACKENDS)
+        if reduction is not None and reduction not in REDUCTIONS:
+            check_choice(func, "reduction", reduction, REDUCTIONS)
+        if out is not None:
+            raise TypeError(f"{func}: out= is not supported with Dask arrays, which are not "
+                            "written in place; store the results with dask.array.store")
+        a, b = self._dask(func, "a", a), self._dask(func, "b", b)
+        self.dtype, self.result = resolve_dtypes(func, a.dtype, b.dtype)
+        self.shape = broadcast_shape(func, a.shape, b.shape)
+        self.axes = normalize_axes(func, axis, len(self.shape))
+        self.func, self.backend, self.reduction = func, backend, reduction
+        self.shape_a, self.shape_b = a.shape, b.shape
+        a, b = a.astype(self.dtype), b.astype(self.dtype)  # lazy; no-ops when already so
+        if a.shape != self.shape or b.shape != self.shape:
+            a, b = da.broadcast_arrays(a, b)
+        self.a, self.b = _unify(a, b)
+        n = len(self.shape)
+        self.ndim = n
+        self.kept = tuple(1 if i in self.axes else s for i, s in enumerate(self.shape))
+        self.positions = int(np.prod([s for i, s in enumerate(self.shape)
+                                      if i not in self.axes], dtype=np.int64))
+        # the reduced axes in as many chunks as they have, each of size 1
+        self.kept_chunks = tuple((1,) * len(c) if i in self.axes else c
+                                 for i, c in enumerate(self.a.chunks))
+        # one chunk of size 1 along the reduced axes: broadcast against every chunk of them
+        self.one_chunks = tuple((1,) if i in self.axes else c
+                                for i, c in enumerate(self.a.chunks))
+        self.split = any(len(self.a.chunks[i]) > 1 for i in self.axes)
+
+    @staticmethod
+    def _dask(func, name, x):
+        if not is_dask(x):
+            x = da.asarray(x)
+        if any(np.isnan(s) for s in x.shape):
+            raise ValueError(f"{func}: {name} has chunks of unknown size (shape {x.shape}); "
+                             "call compute_chunk_sizes() on it first")
+        check_real(func, name, x.dtype)
+        return x
+
+    def kw(self):
+        return {"backend": self.backend}
+
+    def scale(self):
+        return 1.0 / self.positions if self.reduction == "mean" and self.positions else 1.0
+
+    def finish_loss(self, total):
+        """A float64 0-d sum as the loss of the reduction, in the result dtype."""
+        if self.reduction == "mean":
+            total = total / self.positions if self.positions else total * np.nan
+        return total.astype(self.result)
+
+    def grads(self, ga, gb):
+        """Gradients in the shapes of a and b (summed over broadcast axes), result dtype."""
+        return (reference.unbroadcast(ga, self.shape_a).astype(self.result),
+                reference.unbroadcast(gb, self.shape_b).astype(self.result))
+
+
+def _unify(a, b):
+    idx = tuple(range(a.ndim))
+    _, (a, b) = da.core.unify_chunks(a, idx, b, idx)
+    return a, b
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def _per_chunk(call, name, *arrays, **kw):
+    """fastcorr.<name> on every chunk of the broadcast inputs: an array of result tuples."""
+    return da.map_blocks(_task_tuple, name, *arrays, call.axes, **kw, dtype=object,
+                         meta=np.empty((0,) * call.ndim, object))
+
+
+def _item(parts, i, call, dtype):
+    """Item i of each chunk's result tuple: a gradient, with the chunks of the inputs."""
+    return parts.map_blocks(operator.itemgetter(i), dtype=dtype,
+                            meta=np.empty((0,) * call.ndim, dtype))
+
+
+def _scalar_sum(parts, i, call):
+    """Item i of each chunk's results, a scalar, summed over the chunks in float64."""
+    one = tuple((1,) * len(c) for c in call.a.chunks)
+    blocks = parts.map_blocks(lambda t: _as_block(np.float64(t[i]), call.ndim), chunks=one,
+                              dtype=_F64, meta=np.empty((0,) * call.ndim, _F64))
+    return blocks.sum(dtype=_F64)
+
+
+def _positions_sum(parts, i, call):
+    """Item i of each chunk's results, per position with the reduced axes kept, summed over
+    the chunks of the reduced axes in float64."""
+    kept = parts.map_blocks(lambda t: np.expand_dims(t[i], call.axes).astype(_F64),
+                            chunks=call.kept_chunks, dtype=_F64,
+                            meta=np.empty((0,) * call.ndim, _F64))
+    return kept.sum(axis=call.axes, keepdims=True, dtype=_F64)
+
+
+def _correlation(call):
+    """The correlation with the reduced axes kept (size 1), float64 where it is summed over
+    chunks of a split axis, else in the compute dtype."""
+    partial = da.map_blocks(_task, "correlation", call.a, call.b, call.axes, keepdims=True,
+                            backend=call.backend, chunks=call.kept_chunks, dtype=call.dtype,
+                            meta=np.empty((0,) * call.ndim, call.dtype))
+    if not call.split:
+        return partial
+    return partial.sum(axis=call.axes, keepdims=True, dtype=_F64)
+
+
+def _vjp(call, g):
+    """(g * b, g * a) chunk by chunk, g with the reduced axes kept; broadcast shape."""
+    parts = _per_chunk(call, "correlation_vjp", call.a, call.b, g.astype(call.dtype),
+                       backend=call.backend)
+    return _item(parts, 0, call, call.dtype), _item(parts, 1, call, call.dtype)
+
+
+def _squeeze(call, x):
+    return x.reshape(tuple(s for i, s in enumerate(x.shape) if i not in call.axes))
+
+
+# --------------------------------------------------------------------------- the functions
+
+
+def correlation(a, b, axis=-1, *, keepdims=False, out=None, backend="auto"):
+    call = _Lazy("correlation", a, b, axis, backend, out=out)
+    corr = _correlation(call).astype(call.result)
+    return corr if keepdims else _squeeze(call, corr)
+
+
+def correlation_vjp(a, b, grad, axis=-1, *, out=None, backend="auto"):
+    call = _Lazy("correlation_vjp", a, b, axis, backend, out=out)
+    g = _Lazy._dask(call.func, "grad", grad)
+    reduced = tuple(s for i, s in enumerate(call.shape) if i not in call.axes)
+    target = call.kept if g.ndim == call.ndim else reduced
+    try:
+        np.broadcast_shapes(g.shape, target)
+        if np.broadcast_shapes(g.shape, target) != target:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{call.func}: grad has shape {g.shape}; expected the correlation's "
+                         f"shape {reduced} (or {call.kept} with keepdims)") from None
+    g = da.broadcast_to(g, target).reshape(call.kept).rechunk(call.one_chunks)
+    return call.grads(*_vjp(call, g))
+
+
+def _corr_loss(call, grads):
+    if not call.split:
+        return _fused(call, "corr_loss", grads)
+    # a reduced axis in several chunks: the correlation first, then the gradients from it
+    corr = _correlation(call)
+    per = 0.5 * corr ** 2
+    if call.reduction == "none":
+        loss = _squeeze(call, per).astype(call.result)
+    else:
+        loss = call.finish_loss(per.sum(dtype=_F64))
+    if not grads:
+        return loss
+    return (loss, *call.grads(*_vjp(call, corr * call.scale())))
+
+
+def _fused(call, op, grads):
+    """The loss (and gradients) with one fused call per chunk: the product loss always, the
+    corr loss where every reduced axis is one chunk. Per-position losses are summed over the
+    chunks of the reduced axes, scalar ones over all chunks; the gradients are those of the
+    sum, scaled once for reduction="mean"."""
+    per_position = call.reduction == "none"
+    parts = _per_chunk(call, op + "_and_grad" if grads else op, call.a, call.b,
+                       reduction="none" if per_position else "sum", backend=call.backend)
+    if per_position:
+        loss = _squeeze(call, _positions_sum(parts, 0, call)).astype(call.result)
+    else:
+        loss = call.finish_loss(_scalar_sum(parts, 0, call))
+    if not grads:
+        return loss
+    ga, gb = _item(parts, 1, call, call.dtype), _item(parts, 2, call, call.dtype)
+    if call.reduction == "mean":
+        s = call.scale()
+        ga, gb = ga * s, gb * s
+    return (loss, *call.grads(ga, gb))
+
+
+def corr_loss(a, b, axis=-1, *, reduction="sum", backend="auto"):
+    return _corr_loss(_Lazy("corr_loss", a, b, axis, backend, reduction), grads=False)
+
+
+def corr_loss_and_grad(a, b, axis=-1, *, reduction="sum", out=None, backend="auto"):
+    return _corr_loss(_Lazy("corr_loss_and_grad", a, b, axis, backend, reduction, out), True)
+
+
+def product_loss(a, b, axis=-1, *, reduction="sum", backend="auto"):
+    return _fused(_Lazy("product_loss", a, b, axis, backend, reduction), "product_loss", False)
+
+
+def product_loss_and_grad(a, b, axis=-1, *, reduction="sum", out=None, backend="auto"):
+    return _fused(_Lazy("product_loss_and_grad", a, b, axis, backend, reduction, out),
+                  "product_loss", True)
