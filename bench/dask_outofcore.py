@@ -1,0 +1,124 @@
+"""corr_loss_and_grad on arrays on disk with Dask, against the in-memory call: peak memory
+and throughput. `python bench/dask_outofcore.py [DIR]` (default: a temporary directory).
+
+Each figure is the fastest of three runs. The problem is float32 NHWC (64, 256, 256, 16) along axis -1: 256 MiB per array, four
+arrays (a, b and the two gradients), in chunks of (4, 256, 256, 16), 16 MiB. Peak memory is
+what tracemalloc sees NumPy allocate during the computation (chunks, results,
+temporaries), not the pages of the memory-mapped files, which the OS manages as a cache.
+"""
+
+import os
+import sys
+import tempfile
+import time
+import tracemalloc
+
+import dask
+import dask.array as da
+import numpy as np
+
+import fastcorr
+
+SHAPE = (64, 256, 256, 16)
+CHUNKS = (4, 256, 256, 16)
+MIB = 2**20
+
+
+def measure(fn, runs=3):
+    """(result, the fastest of runs, the highest peak): the first run also pays for warming
+    up (thread pools, the allocator, the page cache)."""
+    best, top = float("inf"), 0
+    for _ in range(runs):
+        tracemalloc.start()
+        t = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t)
+        top = max(top, tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    return result, best, top
+
+
+def main(path):
+    a = np.lib.format.open_memmap(os.path.join(path, "a.npy"), "w+", np.float32, SHAPE)
+    b = np.lib.format.open_memmap(os.path.join(path, "b.npy"), "w+", np.float32, SHAPE)
+    rng = np.random.default_rng(0)
+    for i in range(SHAPE[0]):
+        a[i] = rng.standard_normal(SHAPE[1:], np.float32)
+        b[i] = rng.standard_normal(SHAPE[1:], np.float32)
+    a.flush()
+    b.flush()
+    nbytes = a.nbytes
+    moved = 4 * nbytes
+    rows = []
+
+    # in memory: the arrays loaded, the gradients allocated by the call
+    x, y = np.array(a), np.array(b)
+    fastcorr.corr_loss_and_grad(x, y, -1)  # load the kernels (serial and parallel)
+    fastcorr.corr_loss_and_grad(x[:1, :8], y[:1, :8], -1)
+    (want, _, _), s, peak = measure(lambda: fastcorr.corr_loss_and_grad(x, y, -1))
+    rows.append(("in memory, NumPy arrays", s, peak + 2 * nbytes, "a, b and the gradients"))
+
+    # Dask over the same in-memory arrays, the gradients reduced: the cost of the chunking
+    X, Y = da.from_array(x, chunks=CHUNKS), da.from_array(y, chunks=CHUNKS)
+    loss, dX, dY = fastcorr.corr_loss_and_grad(X, Y, -1)
+    (got, _, _), s, peak = measure(lambda: dask.compute(loss, dX.sum(), dY.sum(),
+                                                        scheduler="threads"))
+    assert abs(got - want) <= 1e-5 * abs(want), (got, want)
+    rows.append(("Dask, threads, in memory", s, peak + 2 * nbytes, "a, b and chunks"))
+    del x, y, X, Y
+
+    # out of core: memory-mapped inputs, gradients stored into memory-mapped outputs
+    am = np.load(os.path.join(path, "a.npy"), mmap_mode="r")
+    bm = np.load(os.path.join(path, "b.npy"), mmap_mode="r")
+    ga = np.lib.format.open_memmap(os.path.join(path, "ga.npy"), "w+", np.float32, SHAPE)
+    gb = np.lib.format.open_memmap(os.path.join(path, "gb.npy"), "w+", np.float32, SHAPE)
+    A, B = da.from_array(am, chunks=CHUNKS), da.from_array(bm, chunks=CHUNKS)
+    loss, dA, dB = fastcorr.corr_loss_and_grad(A, B, -1)
+    (got, _), s, peak = measure(lambda: dask.compute(
+        loss, da.store([dA, dB], [ga, gb], compute=False, lock=False), scheduler="threads"))
+    assert abs(got - want) <= 1e-5 * abs(want), (got, want)
+    rows.append(("Dask, threads, memory-mapped", s, peak, "chunks in flight"))
+
+    # dask.distributed: two worker processes of one thread each, the inputs read from the
+    # .npy files by the workers, the gradients reduced there (only scalars come back)
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        A = _from_npy(os.path.join(path, "a.npy"))
+        B = _from_npy(os.path.join(path, "b.npy"))
+        loss, dA, dB = fastcorr.corr_loss_and_grad(A, B, -1)
+        client.compute([loss], sync=True)  # workers start and load the kernels
+        (got, _, _), s, _ = measure(lambda: client.compute([loss, dA.sum(), dB.sum()],
+                                                           sync=True))
+        assert abs(got - want) <= 1e-5 * abs(want), (got, want)
+        rows.append(("dask.distributed, 2 processes", s, None, "gradients reduced on workers"))
+
+    print(f"corr_loss_and_grad, float32 {SHAPE} axis=-1, {nbytes // MIB} MiB per array, "
+          f"chunks {CHUNKS} ({np.prod(CHUNKS) * 4 // MIB} MiB); {os.cpu_count()} cores")
+    print(f"{'':32}{'time':>9}{'GB/s':>7}{'peak memory':>14}")
+    for name, s, peak, what in rows:
+        mem = f"{peak / MIB:8.0f} MiB" if peak is not None else f"{'-':>12}"
+        print(f"{name:32}{s:8.2f}s{moved / s / 1e9:7.2f}{mem:>14}  ({what})")
+
+
+def _from_npy(path):
+    """A Dask array of a .npy file, each chunk read by whichever worker computes it."""
+    mm = np.load(path, mmap_mode="r")
+    shape, dtype = mm.shape, mm.dtype
+    del mm
+
+    def load(block_info=None):
+        loc = block_info[None]["array-location"]
+        return np.array(np.load(path, mmap_mode="r")[tuple(slice(*r) for r in loc)])
+
+    return da.map_blocks(load, chunks=da.core.normalize_chunks(CHUNKS, shape), dtype=dtype,
+                         meta=np.empty((0,) * len(shape), dtype))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        main(sys.argv[1])
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            main(d)
