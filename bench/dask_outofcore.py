@@ -1,10 +1,11 @@
 """corr_loss_and_grad on arrays on disk with Dask, against the in-memory call: peak memory
 and throughput. `python bench/dask_outofcore.py [DIR]` (default: a temporary directory).
 
-Each figure is the fastest of three runs. The problem is float32 NHWC (64, 256, 256, 16) along axis -1: 256 MiB per array, four
-arrays (a, b and the two gradients), in chunks of (4, 256, 256, 16), 16 MiB. Peak memory is
-what tracemalloc sees NumPy allocate during the computation (chunks, results,
-temporaries), not the pages of the memory-mapped files, which the OS manages as a cache.
+Each figure is the fastest of three runs. The problem is float32 NHWC (64, 256, 256, 16)
+along axis -1: 256 MiB per array, four arrays (a, b and the two gradients), in chunks of
+(4, 256, 256, 16), 16 MiB. Peak memory is what tracemalloc sees NumPy allocate during the
+computation (chunks, results, temporaries), not the pages of the memory-mapped files, which
+the OS manages as a cache.
 """
 
 import os
@@ -55,7 +56,7 @@ def main(path):
     x, y = np.array(a), np.array(b)
     fastcorr.corr_loss_and_grad(x, y, -1)  # load the kernels (serial and parallel)
     fastcorr.corr_loss_and_grad(x[:1, :8], y[:1, :8], -1)
-    (want, _, _), s, peak = measure(lambda: fastcorr.corr_loss_and_grad(x, y, -1))
+    (want, _, _), s, peak = measure(lambda x=x, y=y: fastcorr.corr_loss_and_grad(x, y, -1))
     rows.append(("in memory, NumPy arrays", s, peak + 2 * nbytes, "a, b and the gradients"))
 
     # Dask over the same in-memory arrays, the gradients reduced: the cost of the chunking
