@@ -116,8 +116,9 @@ class _Lazy:
         check_real(func, name, x.dtype)
         return x
 
-    def kw(self):
-        return {"backend": self.backend}
+    def meta(self, dtype):
+        """An empty array of the chunks' library (NumPy, CuPy): what the results hold."""
+        return da.utils.meta_from_array(self.a, self.ndim, dtype)
 
     def scale(self):
         return 1.0 / self.positions if self.reduction == "mean" and self.positions else 1.0
@@ -152,14 +153,14 @@ def _per_chunk(call, name, *arrays, **kw):
 def _item(parts, i, call, dtype):
     """Item i of each chunk's result tuple: a gradient, with the chunks of the inputs."""
     return parts.map_blocks(operator.itemgetter(i), dtype=dtype,
-                            meta=np.empty((0,) * call.ndim, dtype))
+                            meta=call.meta(dtype))
 
 
 def _scalar_sum(parts, i, call):
     """Item i of each chunk's results, a scalar, summed over the chunks in float64."""
     one = tuple((1,) * len(c) for c in call.a.chunks)
     blocks = parts.map_blocks(lambda t: _as_block(np.float64(t[i]), call.ndim), chunks=one,
-                              dtype=_F64, meta=np.empty((0,) * call.ndim, _F64))
+                              dtype=_F64, meta=call.meta(_F64))
     return blocks.sum(dtype=_F64)
 
 
@@ -168,7 +169,7 @@ def _positions_sum(parts, i, call):
     the chunks of the reduced axes in float64."""
     kept = parts.map_blocks(lambda t: np.expand_dims(t[i], call.axes).astype(_F64),
                             chunks=call.kept_chunks, dtype=_F64,
-                            meta=np.empty((0,) * call.ndim, _F64))
+                            meta=call.meta(_F64))
     return kept.sum(axis=call.axes, keepdims=True, dtype=_F64)
 
 
@@ -177,7 +178,7 @@ def _correlation(call):
     chunks of a split axis, else in the compute dtype."""
     partial = da.map_blocks(_task, "correlation", call.a, call.b, call.axes, keepdims=True,
                             backend=call.backend, chunks=call.kept_chunks, dtype=call.dtype,
-                            meta=np.empty((0,) * call.ndim, call.dtype))
+                            meta=call.meta(call.dtype))
     if not call.split:
         return partial
     return partial.sum(axis=call.axes, keepdims=True, dtype=_F64)

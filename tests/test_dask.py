@@ -163,3 +163,22 @@ def test_distributed_local_cluster_of_processes():
                     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
         # each worker process ran the kernels itself, on its own thread
         assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_cupy_backed_chunks():
+    """Dask-CUDA style: CuPy chunks go through the CUDA kernels and stay CuPy arrays."""
+    cupy = pytest.importorskip("cupy")
+    from fastcorr._kernels import cuda as kernels
+
+    if kernels.reason_unusable():
+        pytest.skip(f"CUDA is not usable here: {kernels.reason_unusable()}")
+    a, b = rand((8, 16, 16, 8), seed=1), rand((8, 16, 16, 8), seed=2)
+    A = da.from_array(cupy.asarray(a), chunks=(2, 16, 8, 4), asarray=False)
+    B = da.from_array(cupy.asarray(b), chunks=(2, 16, 8, 4), asarray=False)
+    for axis in (-1, 1):
+        loss, ga, gb = fastcorr.corr_loss_and_grad(A, B, axis)
+        assert isinstance(ga._meta, cupy.ndarray)
+        got = dask.compute(loss, ga, gb)
+        for g, w in zip(got, fastcorr.corr_loss_and_grad(a, b, axis)):
+            assert isinstance(g, cupy.ndarray)
+            np.testing.assert_allclose(g.get(), w, rtol=1e-5, atol=1e-5)
