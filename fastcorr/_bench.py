@@ -183,6 +183,95 @@ def _cupy(p, a, b, g):
     return fn, cupy.cuda.Device().synchronize
 
 
+def _adapter_torch(p, a, b, g):
+    """fastcorr.torch: the autograd Functions, forward and backward, in PyTorch."""
+    import torch
+
+    from fastcorr import torch as ft
+
+    dev = "cuda" if p.backend == "cuda" else "cpu"
+    x = torch.as_tensor(a, device=dev).requires_grad_(True)
+    y = torch.as_tensor(b, device=dev).requires_grad_(True)
+    sync = torch.cuda.synchronize if dev == "cuda" else _nothing
+    if p.op == "correlation":
+        def fn():
+            with torch.no_grad():
+                return ft.correlation(x, y, p.axis)
+        return fn, sync
+    w = None if g is None else torch.as_tensor(g, device=dev)
+    loss = {"correlation_vjp": ft.correlation, "corr_loss_and_grad": ft.corr_loss,
+            "product_loss_and_grad": ft.product_loss}[p.op]
+
+    def fn():
+        value = loss(x, y, p.axis)
+        ga, gb = torch.autograd.grad(value, (x, y), w)
+        return (ga, gb) if w is not None else (value, ga, gb)
+    return fn, sync
+
+
+def _adapter_jax(p, a, b, g):
+    """fastcorr.jax: custom_vjp through pure_callback, under jax.jit."""
+    import jax
+
+    from fastcorr import jax as fj
+
+    x, y = jax.device_put(a), jax.device_put(b)
+    if p.op == "correlation":
+        run = jax.jit(lambda x, y: fj.correlation(x, y, p.axis))
+        return (lambda: jax.block_until_ready(run(x, y))), _nothing
+    if p.op == "correlation_vjp":
+        run = jax.jit(lambda x, y, w: jax.vjp(lambda u, v: fj.correlation(u, v, p.axis),
+                                              x, y)[1](w))
+        w = jax.device_put(g)
+        return (lambda: jax.block_until_ready(run(x, y, w))), _nothing
+    loss = fj.corr_loss if p.op == "corr_loss_and_grad" else fj.product_loss
+    vg = jax.jit(jax.value_and_grad(lambda u, v: loss(u, v, p.axis), argnums=(0, 1)))
+
+    def fn():
+        value, (ga, gb) = jax.block_until_ready(vg(x, y))
+        return value, ga, gb
+    return fn, _nothing
+
+
+def _tf_call(adapter):
+    """TensorFlow's own autodiff of the plain expression, or fastcorr.tensorflow, in a
+    tf.function."""
+    def make(p, a, b, g):
+        import tensorflow as tf
+
+        if adapter:
+            from fastcorr import tensorflow as ftf
+
+            corr = ftf.correlation
+            losses = {"corr_loss_and_grad": ftf.corr_loss,
+                      "product_loss_and_grad": ftf.product_loss}
+        else:
+            corr = lambda x, y, axis: tf.reduce_sum(x * y, axis=axis)  # noqa: E731
+            losses = {op: _loss_expr(lambda t, ax=None: tf.reduce_sum(t, axis=ax), op,
+                                     p.axis) for op in ("corr_loss_and_grad",
+                                                        "product_loss_and_grad")}
+            losses = {op: (lambda f: lambda x, y, axis: f(x, y))(f) for op, f in
+                      losses.items()}
+        x, y = tf.constant(a), tf.constant(b)
+        w = None if g is None else tf.constant(g)
+
+        @tf.function(autograph=False)
+        def run(x, y):
+            if p.op == "correlation":
+                return corr(x, y, p.axis)
+            with tf.GradientTape() as tape:
+                tape.watch([x, y])
+                value = corr(x, y, p.axis) if w is not None else losses[p.op](x, y, p.axis)
+            ga, gb = tape.gradient(value, [x, y], output_gradients=w)
+            return (ga, gb) if w is not None else (value, ga, gb)
+
+        def fn():
+            out = run(x, y)
+            return tuple(t.numpy() for t in out) if isinstance(out, tuple) else out.numpy()
+        return fn, _nothing
+    return make
+
+
 # name: (make, backends it runs on, the module it needs)
 IMPLS = {
     "fastcorr out=": (_fastcorr(True), ("cpu", "cuda"), None),
@@ -192,8 +281,14 @@ IMPLS = {
     "torch.compile": (_torch(True), ("cpu", "cuda"), "torch"),
     "jax.jit": (_jax, ("cpu", "cuda"), "jax"),
     "cupy": (_cupy, ("cuda",), "cupy"),
+    "tf.function": (_tf_call(False), ("cpu",), "tensorflow"),
+    # the framework adapters, against the framework's own autodiff above
+    "fastcorr.torch": (_adapter_torch, ("cpu", "cuda"), "torch"),
+    "fastcorr.jax": (_adapter_jax, ("cpu",), "jax"),
+    "fastcorr.tf": (_tf_call(True), ("cpu",), "tensorflow"),
 }
 PEERS = [name for name in IMPLS if not name.startswith("fastcorr")]
+ADAPTERS = [name for name in IMPLS if name.startswith("fastcorr.")]
 
 
 def _installed(module):

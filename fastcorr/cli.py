@@ -135,7 +135,7 @@ def _axis(text):
 
 
 def _bench_parser(p):
-    from ._bench import OPS, PEERS
+    from ._bench import ADAPTERS, OPS, PEERS
 
     p.add_argument("--shape", type=_shape, help="NHWC shape, e.g. 8,256,256,64 (the default; "
                    "--quick: 2,128,128,64)")
@@ -145,7 +145,8 @@ def _bench_parser(p):
     p.add_argument("--ops", nargs="+", choices=OPS, default=None, help="default: all four")
     p.add_argument("--backends", nargs="+", choices=["cpu", "cuda"],
                    help="default: cpu, and cuda where a GPU is usable")
-    p.add_argument("--peers", nargs="*", choices=PEERS, help="default: every one installed "
+    p.add_argument("--peers", nargs="*", choices=PEERS + ADAPTERS,
+                   help="default: every one installed, and fastcorr's framework adapters "
                    "(--quick: numpy, torch and jax.jit, leaving out torch.compile's long "
                    "compilations); give none for fastcorr alone")
     p.add_argument("--threads", type=int, help="CPU threads for fastcorr and torch")
@@ -178,7 +179,8 @@ def _settings(args):
     if args.peers is not None:
         s["peers"] = args.peers
     else:
-        s["peers"] = ["numpy", "torch", "jax.jit"] if quick else list(_bench.PEERS)
+        s["peers"] = (["numpy", "torch", "jax.jit"] if quick
+                      else list(_bench.PEERS) + list(_bench.ADAPTERS))
     s["impls"] = (["fastcorr out="] if args.with_out else []) + ["fastcorr"] + s["peers"]
     return s
 

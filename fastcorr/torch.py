@@ -1,0 +1,134 @@
+"""fastcorr for PyTorch: the correlation and the two losses as autograd Functions, with
+fastcorr's fused forward pass and closed-form backward.
+
+    from fastcorr.torch import corr_loss
+    loss = corr_loss(a, b, axis=1)      # a, b: CPU or CUDA tensors, requires_grad on either
+    loss.backward()                     # a.grad = corr * b, b.grad = corr * a
+
+Tensors are handed to fastcorr without copies: CPU tensors as NumPy views (any strides),
+CUDA tensors through `__cuda_array_interface__`, computed on the current CUDA stream. A loss
+with an input that requires grad computes its gradients in the same fused pass and keeps
+them for the backward, which scales them by the incoming gradient: one more elementwise pass
+instead of the framework's chain of products and sums.
+"""
+
+import numpy as np
+import torch
+
+import fastcorr
+
+__all__ = ["correlation", "corr_loss", "product_loss"]
+
+
+def _arr(t):
+    """A tensor as what fastcorr reads in place: itself on CUDA, a NumPy view on the CPU."""
+    t = t.detach()
+    return t if t.is_cuda else t.numpy()
+
+
+def _tensor(x, like):
+    """A fastcorr result as a tensor on like's device (no copy where there is one)."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    return torch.as_tensor(x, device=like.device)  # a NumPy scalar loss
+
+
+def _expand(g, ndim, axes):
+    """An upstream gradient per position, with the reduced axes put back as size 1."""
+    if g.ndim == 0:
+        return g
+    for ax in axes:
+        g = g.unsqueeze(ax)
+    return g
+
+
+def _axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    return tuple(sorted(a % ndim for a in axes))
+
+
+class _Correlation(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, axis, keepdims):
+        ctx.save_for_backward(a, b)
+        ctx.axis = axis
+        return _tensor(fastcorr.correlation(_arr(a), _arr(b), axis, keepdims=keepdims), a)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        ga, gb = fastcorr.correlation_vjp(_arr(a), _arr(b), _arr(g.contiguous()), ctx.axis)
+        want_a, want_b = ctx.needs_input_grad[:2]
+        return (_tensor(ga, a) if want_a else None, _tensor(gb, b) if want_b else None, None,
+                None)
+
+
+class _Loss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, op, axis, reduction):
+        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
+            return _tensor(getattr(fastcorr, op)(_arr(a), _arr(b), axis, reduction=reduction),
+                           a)
+        ctx.op, ctx.axis = op, axis
+        ctx.axes = _axes(axis, max(a.ndim, b.ndim))
+        # Per-position losses of broadcast inputs: the gradients must be weighted per
+        # position before they are summed over the broadcast axes, so keep the inputs.
+        ctx.weighted = reduction == "none" and a.shape != b.shape
+        if ctx.weighted:
+            ctx.save_for_backward(a, b)
+            return _tensor(getattr(fastcorr, op)(_arr(a), _arr(b), axis, reduction="none"), a)
+        loss, ga, gb = getattr(fastcorr, op + "_and_grad")(_arr(a), _arr(b), axis,
+                                                           reduction=reduction)
+        ctx.save_for_backward(_tensor(ga, a), _tensor(gb, b))
+        return _tensor(loss, a)
+
+    @staticmethod
+    def backward(ctx, g):
+        want_a, want_b = ctx.needs_input_grad[:2]
+        x, y = ctx.saved_tensors
+        g = _expand(g, max(x.ndim, y.ndim), ctx.axes)
+        if ctx.weighted:
+            ga, gb = _weighted(ctx, x, y, g)
+        else:  # the gradients of the summed loss, scaled by the incoming gradient
+            ga, gb = g * x, g * y
+        return ga if want_a else None, gb if want_b else None, None, None, None
+
+
+def _weighted(ctx, a, b, g):
+    """The gradients of sum(g * per-position loss) for broadcast a and b."""
+    if ctx.op == "corr_loss":
+        corr = _tensor(fastcorr.correlation(_arr(a), _arr(b), ctx.axis, keepdims=True), a)
+        w = (g * corr).contiguous()
+        ga, gb = fastcorr.correlation_vjp(_arr(a), _arr(b), _arr(w), ctx.axis)
+        return _tensor(ga, a), _tensor(gb, b)
+    p = g * a * b
+    return _unbroadcast(p * b, a.shape), _unbroadcast(p * a, b.shape)
+
+
+def _unbroadcast(x, shape):
+    """x summed over the axes broadcasting added or stretched, back to `shape`."""
+    if tuple(x.shape) == tuple(shape):
+        return x
+    lead = x.ndim - len(shape)
+    dims = list(range(lead)) + [lead + i for i, n in enumerate(shape)
+                                if n == 1 and x.shape[lead + i] != 1]
+    return x.sum(dim=dims, keepdim=True).reshape(shape)
+
+
+def correlation(a, b, axis=-1, keepdims=False):
+    """sum(a * b, axis), differentiable in a and b."""
+    return _Correlation.apply(a, b, axis, keepdims)
+
+
+def corr_loss(a, b, axis=-1, reduction="sum"):
+    """0.5 * ||correlation(a, b, axis)||**2 (see fastcorr.corr_loss), differentiable."""
+    return _Loss.apply(a, b, "corr_loss", axis, reduction)
+
+
+def product_loss(a, b, axis=-1, reduction="sum"):
+    """0.5 * ||a * b||**2 (see fastcorr.product_loss), differentiable."""
+    return _Loss.apply(a, b, "product_loss", axis, reduction)

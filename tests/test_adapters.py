@@ -1,0 +1,136 @@
+"""fastcorr.torch and fastcorr.jax against each framework's own autodiff of the plain
+expression (torch.autograd.gradcheck in float64 too). TensorFlow's is test_tensorflow.py."""
+
+import numpy as np
+import pytest
+
+SHAPES = [((2, 3, 4), (2, 3, 4)), ((2, 3, 4), (1, 3, 4)), ((2, 3, 4), (4,))]
+AXES = [-1, 1, (0, 2), None]
+REDUCTIONS = ["sum", "mean", "none"]
+OPS = ["corr_loss", "product_loss"]
+
+
+def rand(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def weights(n):
+    """Distinct upstream weights for a per-position loss, so that a wrong pairing shows."""
+    return np.arange(1, n + 1, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- PyTorch
+
+torch = pytest.importorskip("torch")
+from fastcorr import torch as ft  # noqa: E402
+
+
+def torch_plain(op, a, b, axis, reduction):
+    dims = tuple(range(max(a.ndim, b.ndim))) if axis is None else axis
+    per = 0.5 * (a * b).sum(dim=dims) ** 2 if op == "corr_loss" else \
+        0.5 * ((a * b) ** 2).sum(dim=dims)
+    return per if reduction == "none" else (per.sum() if reduction == "sum" else per.mean())
+
+
+@pytest.mark.parametrize("shapes", SHAPES, ids=str)
+@pytest.mark.parametrize("axis", AXES, ids=str)
+def test_torch_gradcheck(shapes, axis):
+    a = torch.tensor(rand(shapes[0], 1), requires_grad=True)
+    b = torch.tensor(rand(shapes[1], 2), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, y: ft.correlation(x, y, axis), (a, b))
+    for op in OPS:
+        for reduction in REDUCTIONS:
+            f = getattr(ft, op)
+            assert torch.autograd.gradcheck(lambda x, y: f(x, y, axis, reduction), (a, b))
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_torch_against_autograd_float32(op, reduction, axis):
+    a0, b0 = rand((4, 6, 5, 8), 1).astype(np.float32), rand((4, 6, 5, 8), 2).astype(np.float32)
+    results = []
+    for f in (getattr(ft, op), lambda x, y, ax, r: torch_plain(op, x, y, ax, r)):
+        # a non-contiguous input: a transposed view of a contiguous leaf tensor
+        base = torch.from_numpy(np.ascontiguousarray(a0.transpose(0, 2, 1, 3)))
+        base.requires_grad_(True)
+        a = base.transpose(1, 2)
+        b = torch.from_numpy(b0.copy()).requires_grad_(True)
+        assert not a.is_contiguous()
+        loss = f(a, b, axis, reduction)
+        w = torch.tensor(weights(loss.numel()).reshape(loss.shape), dtype=loss.dtype)
+        (loss * w).sum().backward()
+        results.append((loss.detach(), base.grad.transpose(1, 2), b.grad))
+    for got, want in zip(*results):
+        assert got.dtype == want.dtype == torch.float32
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-4)
+
+
+def test_torch_requires_grad_on_one_input_only():
+    a = torch.tensor(rand((3, 4, 5), 1), requires_grad=True)
+    b = torch.tensor(rand((3, 4, 5), 2))
+    ft.corr_loss(a, b, 1).backward()
+    corr = (a * b).sum(1, keepdim=True)
+    np.testing.assert_allclose(a.grad, (corr * b).detach(), rtol=1e-12)
+    assert b.grad is None
+    c = torch.tensor(rand((3, 4, 5), 3), requires_grad=True)
+    ft.product_loss(a.detach(), c, -1).backward()
+    np.testing.assert_allclose(c.grad, a.detach() ** 2 * c.detach(), rtol=1e-12)
+    with torch.no_grad():  # nothing requires grad: the loss alone
+        assert ft.corr_loss(a, b).requires_grad is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU for torch")
+def test_torch_cuda_tensors():
+    a = torch.tensor(rand((4, 8, 8, 16), 1), device="cuda", requires_grad=True)
+    b = torch.tensor(rand((4, 8, 8, 16), 2), device="cuda", requires_grad=True)
+    loss = ft.corr_loss(a, b, 1)
+    assert loss.is_cuda
+    loss.backward()
+    corr = (a * b).sum(1, keepdim=True)
+    np.testing.assert_allclose(a.grad.cpu(), (corr * b).detach().cpu(), rtol=1e-10)
+
+
+# --------------------------------------------------------------------------- JAX
+
+
+def _jax():
+    return pytest.importorskip("jax"), pytest.importorskip("jax.numpy")
+
+
+def jax_plain(jnp, op, a, b, axis, reduction):
+    per = 0.5 * jnp.sum(a * b, axis=axis) ** 2 if op == "corr_loss" else \
+        0.5 * jnp.sum((a * b) ** 2, axis=axis)
+    return per if reduction == "none" else (jnp.sum(per) if reduction == "sum"
+                                            else jnp.mean(per))
+
+
+@pytest.mark.parametrize("shapes", SHAPES, ids=str)
+@pytest.mark.parametrize("axis", AXES, ids=str)
+def test_jax_jit_grad_against_jax(shapes, axis):
+    jax, jnp = _jax()
+    from fastcorr import jax as fj
+
+    a = jnp.asarray(rand(shapes[0], 1), jnp.float32)
+    b = jnp.asarray(rand(shapes[1], 2), jnp.float32)
+    for op in OPS:
+        for reduction in REDUCTIONS:
+            def weighted(f):
+                def g(x, y):
+                    loss = f(x, y)
+                    return jnp.sum(loss * weights(loss.size).reshape(loss.shape))
+                return g
+            got = jax.jit(jax.value_and_grad(weighted(
+                lambda x, y: getattr(fj, op)(x, y, axis, reduction)), argnums=(0, 1)))(a, b)
+            want = jax.value_and_grad(weighted(
+                lambda x, y: jax_plain(jnp, op, x, y, axis, reduction)), argnums=(0, 1))(a, b)
+            np.testing.assert_allclose(got[0], want[0], rtol=2e-5)
+            for g, w in zip(got[1], want[1]):
+                assert g.dtype == w.dtype
+                np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+    # the correlation, under grad of a non-linear function of it
+    got = jax.jit(jax.grad(lambda x, y: jnp.sum(fj.correlation(x, y, axis) ** 3),
+                           argnums=(0, 1)))(a, b)
+    want = jax.grad(lambda x, y: jnp.sum(jnp.sum(x * y, axis=axis) ** 3), argnums=(0, 1))(a, b)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)

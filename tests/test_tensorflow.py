@@ -1,0 +1,79 @@
+"""fastcorr.tensorflow against TensorFlow's own autodiff of the plain expression: eagerly,
+inside tf.function, and the classic graph-mode example with tf.gradients. TensorFlow is
+heavy: its own extra (tensorflow) and its own stage of .ci/run."""
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+tf = pytest.importorskip("tensorflow")
+from fastcorr import tensorflow as ftf  # noqa: E402
+
+SHAPES = [((2, 3, 4), (2, 3, 4)), ((2, 3, 4), (1, 3, 4)), ((2, 3, 4), (4,))]
+
+
+def rand(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def plain(op, axis, reduction):
+    axis = list(axis) if isinstance(axis, tuple) else axis
+
+    def f(x, y):
+        per = 0.5 * tf.reduce_sum(x * y, axis=axis) ** 2 if op == "corr_loss" else \
+            0.5 * tf.reduce_sum((x * y) ** 2, axis=axis)
+        if reduction == "none":
+            return per
+        return tf.reduce_sum(per) if reduction == "sum" else tf.reduce_mean(per)
+    return f
+
+
+def value_and_grads(f, a, b, compiled):
+    def run(x, y):
+        with tf.GradientTape() as tape:
+            tape.watch([x, y])
+            loss = f(x, y)
+            n = tf.size(loss)
+            w = tf.reshape(tf.cast(tf.range(1, n + 1), loss.dtype), tf.shape(loss))
+            total = tf.reduce_sum(loss * w)  # distinct weights per position
+        return (total, *tape.gradient(total, [x, y]))
+    if compiled:
+        run = tf.function(run, autograph=False)
+    return [t.numpy() for t in run(a, b)]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("shapes", SHAPES, ids=str)
+@pytest.mark.parametrize("axis", [-1, 1, (0, 2), None], ids=str)
+def test_against_tensorflow(compiled, shapes, axis):
+    a, b = tf.constant(rand(shapes[0], 1)), tf.constant(rand(shapes[1], 2))
+    for op in ("corr_loss", "product_loss"):
+        for reduction in ("sum", "mean", "none"):
+            got = value_and_grads(lambda x, y: getattr(ftf, op)(x, y, axis, reduction), a, b,
+                                  compiled)
+            want = value_and_grads(plain(op, axis, reduction), a, b, compiled)
+            for g, w in zip(got, want):
+                np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5,
+                                           err_msg=f"{op} {reduction}")
+    ax = list(axis) if isinstance(axis, tuple) else axis
+    got = value_and_grads(lambda x, y: ftf.correlation(x, y, axis) ** 3, a, b, compiled)
+    want = value_and_grads(lambda x, y: tf.reduce_sum(x * y, axis=ax) ** 3, a, b, compiled)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+
+
+def test_classic_graph_mode_example():
+    """tf.gradients of 0.5 * square(reduce_sum(a * b, axis=1)) in a TF1-style graph, through
+    fastcorr: the same values."""
+    g = tf.Graph()
+    with g.as_default():
+        a = tf.constant(np.arange(36, dtype=np.float32).reshape(1, 3, 3, 4))
+        b = tf.constant(np.arange(36, 72, dtype=np.float32).reshape(1, 3, 3, 4))
+        want = tf.gradients(0.5 * tf.square(tf.reduce_sum(a * b, axis=1)), [a, b])
+        got = tf.gradients(ftf.corr_loss(a, b, axis=1, reduction="none"), [a, b])
+        with tf.compat.v1.Session(graph=g) as session:
+            got, want = session.run([got, want])
+    for x, y in zip(got, want):
+        np.testing.assert_array_equal(x, y)
