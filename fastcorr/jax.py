@@ -18,22 +18,13 @@ import numpy as np
 
 import fastcorr
 
+from ._adapters import broadcast_dims, layout
+
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
 
-def _axes(axis, ndim):
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    return tuple(sorted(a % ndim for a in axes))
-
-
 def _shapes(a, b, axis, keepdims=False):
-    shape = np.broadcast_shapes(a.shape, b.shape)
-    axes = _axes(axis, len(shape))
-    if keepdims:
-        return shape, axes, tuple(1 if i in axes else n for i, n in enumerate(shape))
-    return shape, axes, tuple(n for i, n in enumerate(shape) if i not in axes)
+    return layout(a.shape, b.shape, axis, keepdims)
 
 
 def _struct(shape, dtype):
@@ -117,9 +108,7 @@ def _loss_bwd(op, axis, reduction, res, g):
 
 
 def _sum_to(x, shape):
-    lead = x.ndim - len(shape)
-    dims = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
-                                      if n == 1 and x.shape[lead + i] != 1)
+    dims = broadcast_dims(x.shape, shape)
     return jnp.sum(x, axis=dims, keepdims=True).reshape(shape) if dims else x
 
 

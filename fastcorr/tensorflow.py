@@ -16,14 +16,9 @@ import tensorflow as tf
 
 import fastcorr
 
+from ._adapters import broadcast_dims, layout
+
 __all__ = ["correlation", "corr_loss", "product_loss"]
-
-
-def _axes(axis, ndim):
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    return tuple(sorted(a % ndim for a in axes))
 
 
 def _static(axis):
@@ -41,11 +36,7 @@ def _call(f, inputs, dtypes):
 
 
 def _shapes(a, b, axis, keepdims=False):
-    shape = tuple(np.broadcast_shapes(tuple(a.shape), tuple(b.shape)))
-    axes = _axes(axis, len(shape))
-    if keepdims:
-        return shape, axes, tuple(1 if i in axes else n for i, n in enumerate(shape))
-    return shape, axes, tuple(n for i, n in enumerate(shape) if i not in axes)
+    return layout(a.shape, b.shape, axis, keepdims)
 
 
 def correlation(a, b, axis=-1, keepdims=False):
@@ -98,9 +89,7 @@ def _loss(op, a, b, axis, reduction):
 
 
 def _sum_to(x, shape):
-    lead = len(x.shape) - len(shape)
-    dims = list(range(lead)) + [lead + i for i, n in enumerate(shape)
-                                if n == 1 and x.shape[lead + i] != 1]
+    dims = list(broadcast_dims(tuple(x.shape), shape))
     return tf.reshape(tf.reduce_sum(x, axis=dims, keepdims=True), shape) if dims else x
 
 

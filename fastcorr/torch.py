@@ -17,6 +17,8 @@ import torch
 
 import fastcorr
 
+from ._adapters import broadcast_dims, layout
+
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
 
@@ -44,13 +46,6 @@ def _expand(g, ndim, axes):
     return g
 
 
-def _axes(axis, ndim):
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    return tuple(sorted(a % ndim for a in axes))
-
-
 class _Correlation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, axis, keepdims):
@@ -74,7 +69,7 @@ class _Loss(torch.autograd.Function):
             return _tensor(getattr(fastcorr, op)(_arr(a), _arr(b), axis, reduction=reduction),
                            a)
         ctx.op, ctx.axis = op, axis
-        ctx.axes = _axes(axis, max(a.ndim, b.ndim))
+        ctx.axes = layout(a.shape, b.shape, axis)[1]
         # Per-position losses of broadcast inputs: the gradients must be weighted per
         # position before they are summed over the broadcast axes, so keep the inputs.
         ctx.weighted = reduction == "none" and a.shape != b.shape
@@ -111,12 +106,8 @@ def _weighted(ctx, a, b, g):
 
 def _unbroadcast(x, shape):
     """x summed over the axes broadcasting added or stretched, back to `shape`."""
-    if tuple(x.shape) == tuple(shape):
-        return x
-    lead = x.ndim - len(shape)
-    dims = list(range(lead)) + [lead + i for i, n in enumerate(shape)
-                                if n == 1 and x.shape[lead + i] != 1]
-    return x.sum(dim=dims, keepdim=True).reshape(shape)
+    dims = broadcast_dims(x.shape, shape)
+    return x.sum(dim=dims, keepdim=True).reshape(shape) if dims else x
 
 
 def correlation(a, b, axis=-1, keepdims=False):

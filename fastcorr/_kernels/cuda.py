@@ -146,6 +146,19 @@ def _vjp_kernel(a, b, g, ga, gb):
         _scaled_at(g[p, q], a, b, ga, gb, p, q, R)
 
 
+@cuda.jit(device=True)
+def _unravel(i, shape, s1, s2):
+    """The offsets, by strides s1 and s2, of the i-th multi-index of shape (C order)."""
+    o1 = 0
+    o2 = 0
+    for d in range(len(shape) - 1, -1, -1):
+        k = i % shape[d]
+        i //= shape[d]
+        o1 += k * s1[d]
+        o2 += k * s2[d]
+    return o1, o2
+
+
 @cuda.jit
 def _transfer_kernel(src, s0, dst, d0, shape, sstr, dstr, rshape, rstr, transform):
     """dst[i] = f(sum over j of src[i, j]) for every multi-index i of `shape`, j of `rshape`.
@@ -161,28 +174,16 @@ def _transfer_kernel(src, s0, dst, d0, shape, sstr, dstr, rshape, rstr, transfor
     for d in range(len(rshape)):
         m *= rshape[d]
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        so = s0
-        do = d0
-        rest = i
-        for d in range(len(shape) - 1, -1, -1):
-            k = rest % shape[d]
-            rest //= shape[d]
-            so += k * sstr[d]
-            do += k * dstr[d]
+        so, do = _unravel(i, shape, sstr, dstr)
         s = 0.0
         for j in range(m):
-            ro = so
-            rest = j
-            for d in range(len(rshape) - 1, -1, -1):
-                k = rest % rshape[d]
-                rest //= rshape[d]
-                ro += k * rstr[d]
-            s += np.float64(src[ro])
+            ro, _ = _unravel(j, rshape, rstr, rstr)
+            s += np.float64(src[s0 + so + ro])
         if transform == 1:
             s = 0.5 * s * s
         elif transform == 2:
             s = 0.5 * s
-        dst[do] = s
+        dst[d0 + do] = s
 
 
 @cuda.jit
