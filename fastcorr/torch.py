@@ -88,6 +88,8 @@ class _Loss(torch.autograd.Function):
         g = _expand(g, max(x.ndim, y.ndim), ctx.axes)
         if ctx.weighted:
             ga, gb = _weighted(ctx, x, y, g)
+        elif g.ndim == 0 and not g.is_cuda and g.item() == 1.0:
+            ga, gb = x, y  # loss.backward(): the kept gradients are the answer, no pass
         else:  # the gradients of the summed loss, scaled by the incoming gradient
             ga, gb = g * x, g * y
         return ga if want_a else None, gb if want_b else None, None, None, None
