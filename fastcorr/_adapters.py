@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from ._api import _layout
 from ._validate import normalize_axes
 
 
@@ -9,9 +10,8 @@ def layout(shape_a, shape_b, axis, keepdims=False):
     """(broadcast shape, reduced axes, the correlation's shape) for inputs of these shapes."""
     shape = tuple(np.broadcast_shapes(tuple(shape_a), tuple(shape_b)))
     axes = normalize_axes("fastcorr", axis, len(shape))
-    if keepdims:
-        return shape, axes, tuple(1 if i in axes else n for i, n in enumerate(shape))
-    return shape, axes, tuple(n for i, n in enumerate(shape) if i not in axes)
+    lay = _layout(shape, axes)
+    return shape, axes, lay.kept if keepdims else lay.reduced
 
 
 def broadcast_dims(x_shape, shape):

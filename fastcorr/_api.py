@@ -19,6 +19,7 @@ from ._validate import (
     check_grad_out,
     check_out,
     check_real,
+    is_dask_array,
     is_device_array,
     normalize_axes,
     resolve_dtypes,
@@ -43,12 +44,12 @@ def _kernels(backend, func="fastcorr"):
 
 
 def _lazy(a, b, grad=None):
-    """Whether any input is a Dask array (checked without importing Dask). NumPy inputs are
-    answered first: this runs on every call, small ones included."""
+    """Whether any input is a Dask array. NumPy inputs are answered first: this runs on
+    every call, small ones included."""
     if type(a) is np.ndarray and type(b) is np.ndarray and (grad is None
                                                           or type(grad) is np.ndarray):
         return False
-    return any(type(x).__module__.startswith("dask.") for x in (a, b, grad))
+    return any(is_dask_array(x) for x in (a, b, grad))
 
 
 def _dask():
@@ -199,6 +200,18 @@ class _Layout:
         self.kept = tuple(1 if i in axes else shape[i] for i in range(n))
         self.empty = 0 in self.prq
 
+    def grad_target(self, func, shape):
+        """The correlation's shape that a VJP's grad of `shape` broadcasts to (keepdims when
+        it has every axis), or a ValueError naming both."""
+        target = self.kept if len(shape) == len(self.shape) else self.reduced
+        try:
+            if np.broadcast_shapes(tuple(shape), target) == target:
+                return target
+        except ValueError:
+            pass
+        raise ValueError(f"{func}: grad has shape {tuple(shape)}; expected the correlation's "
+                         f"shape {self.reduced} (or {self.kept} with keepdims)")
+
     def nd(self, x):
         """x broadcast to the call's shape, its axes in (P, R, Q) order: a view."""
         if x.shape != self.shape:
@@ -336,14 +349,7 @@ def correlation_vjp(a, b, grad, axis=-1, *, out=None, backend="auto"):
         ga, gb = _device().correlation_vjp(call, dev, _device().to_device(g), None)
         return _deliver(ga, call.result, out_a), _deliver(gb, call.result, out_b)
     g = as_host_array(grad, "grad", call.func)
-    target = lay.kept if g.ndim == len(lay.shape) else lay.reduced
-    try:
-        g = np.broadcast_to(g, target)
-    except ValueError:
-        raise ValueError(
-            f"{call.func}: grad has shape {g.shape}; expected the correlation's shape "
-            f"{lay.reduced} (or {lay.kept} with keepdims)"
-        ) from None
+    g = np.broadcast_to(g, lay.grad_target(call.func, g.shape))
     if call.backend == "reference":
         out_a, out_b = check_grad_out(call.func, out, (call.a.shape, call.b.shape), call.result)
         ga, gb = reference.correlation_vjp(call.a, call.b, g.astype(call.dtype), call.axes)

@@ -22,21 +22,19 @@ import numpy as np
 import fastcorr
 
 from . import reference
+from ._api import _layout
 from ._validate import (
     BACKENDS,
     REDUCTIONS,
     broadcast_shape,
     check_choice,
     check_real,
+    is_dask_array,
     normalize_axes,
     resolve_dtypes,
 )
 
 _F64 = np.dtype(np.float64)
-
-
-def is_dask(x):
-    return type(x).__module__.partition(".")[0] == "dask"
 
 
 # --------------------------------------------------------------------------- one task
@@ -93,11 +91,9 @@ class _Lazy:
         if a.shape != self.shape or b.shape != self.shape:
             a, b = da.broadcast_arrays(a, b)
         self.a, self.b = _unify(a, b)
-        n = len(self.shape)
-        self.ndim = n
-        self.kept = tuple(1 if i in self.axes else s for i, s in enumerate(self.shape))
-        self.positions = int(np.prod([s for i, s in enumerate(self.shape)
-                                      if i not in self.axes], dtype=np.int64))
+        self.ndim = len(self.shape)
+        self.layout = _layout(self.shape, self.axes)  # kept, reduced, positions
+        self.positions = self.layout.positions
         # the reduced axes in as many chunks as they have, each of size 1
         self.kept_chunks = tuple((1,) * len(c) if i in self.axes else c
                                  for i, c in enumerate(self.a.chunks))
@@ -108,7 +104,7 @@ class _Lazy:
 
     @staticmethod
     def _dask(func, name, x):
-        if not is_dask(x):
+        if not is_dask_array(x):
             x = da.asarray(x)
         if any(np.isnan(s) for s in x.shape):
             raise ValueError(f"{func}: {name} has chunks of unknown size (shape {x.shape}); "
@@ -192,7 +188,7 @@ def _vjp(call, g):
 
 
 def _squeeze(call, x):
-    return x.reshape(tuple(s for i, s in enumerate(x.shape) if i not in call.axes))
+    return x.reshape(call.layout.reduced)
 
 
 # --------------------------------------------------------------------------- the functions
@@ -207,15 +203,8 @@ def correlation(a, b, axis=-1, *, keepdims=False, out=None, backend="auto"):
 def correlation_vjp(a, b, grad, axis=-1, *, out=None, backend="auto"):
     call = _Lazy("correlation_vjp", a, b, axis, backend, out=out)
     g = _Lazy._dask(call.func, "grad", grad)
-    reduced = tuple(s for i, s in enumerate(call.shape) if i not in call.axes)
-    target = call.kept if g.ndim == call.ndim else reduced
-    try:
-        if np.broadcast_shapes(g.shape, target) != target:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"{call.func}: grad has shape {g.shape}; expected the correlation's "
-                         f"shape {reduced} (or {call.kept} with keepdims)") from None
-    g = da.broadcast_to(g, target).reshape(call.kept).rechunk(call.one_chunks)
+    target = call.layout.grad_target(call.func, g.shape)
+    g = da.broadcast_to(g, target).reshape(call.layout.kept).rechunk(call.one_chunks)
     return call.grads(*_vjp(call, g))
 
 

@@ -21,7 +21,7 @@ from numba import cuda
 from numba.core import config
 
 from ._kernels import cuda as kernels
-from ._validate import check_grad_out, check_out
+from ._validate import check_grad_out, check_out, check_real
 
 _SIMULATOR = bool(config.ENABLE_CUDASIM)
 _F64 = np.dtype(np.float64)
@@ -243,18 +243,10 @@ class DeviceCall:
         """The upstream gradient of correlation_vjp as a (P, Q) float64 Numba array."""
         lay = self.layout
         buf = Buf.of(g)
-        target = lay.kept if len(buf.shape) == len(lay.shape) else lay.reduced
+        target = lay.grad_target(self.call.func, buf.shape)
+        check_real(self.call.func, "grad", buf.dtype)
         shadow, base = buf.shadow()
-        try:
-            shadow = np.broadcast_to(shadow, target)
-        except ValueError:
-            raise ValueError(
-                f"{self.call.func}: grad has shape {buf.shape}; expected the correlation's "
-                f"shape {lay.reduced} (or {lay.kept} with keepdims)"
-            ) from None
-        if buf.dtype.kind not in "biuf":
-            raise TypeError(f"{self.call.func}: grad has dtype {buf.dtype}; fastcorr computes "
-                            "on real numbers")
+        shadow = np.broadcast_to(shadow, target)
         g2 = self.lib.empty(target, _F64)
         self.transfer(buf.view(shadow, base), Buf.of(g2))
         return Buf.of(g2).reshape((lay.prq[0], lay.prq[2])).numba()

@@ -14,6 +14,10 @@ BACKENDS = ("auto", "cpu", "cuda", "reference")
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 
 
+def is_dask_array(x):
+    return type(x).__module__.partition(".")[0] == "dask"  # without importing Dask
+
+
 def is_device_array(x):
     # Numba's CUDA simulator marks its device arrays with __cuda_ndarray__ only
     return hasattr(x, "__cuda_array_interface__") or getattr(x, "__cuda_ndarray__", False)
