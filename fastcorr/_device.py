@@ -147,10 +147,6 @@ class _Numba:
     def zeros(self, shape, dtype):
         return cuda.to_device(np.zeros(shape, dtype), stream=self.stream)
 
-    @staticmethod
-    def reshape(x, shape):
-        return x.reshape(shape)
-
 
 class _Cupy:
     def __init__(self, x):
@@ -166,10 +162,6 @@ class _Cupy:
     def zeros(self, shape, dtype):
         with self.device:
             return self.xp.zeros(shape, dtype)
-
-    @staticmethod
-    def reshape(x, shape):
-        return x.reshape(shape)
 
 
 class _Torch:
@@ -187,10 +179,6 @@ class _Torch:
 
     def zeros(self, shape, dtype):
         return self.torch.zeros(shape, dtype=self._dtype(dtype), device=self.device)
-
-    @staticmethod
-    def reshape(x, shape):
-        return x.reshape(shape)
 
 
 def library(x):
@@ -293,7 +281,7 @@ class DeviceCall:
         out; on the host for NumPy input."""
         result = self.call.result
         if out is None and Buf.of(x).dtype == result and transform == 0:
-            y = self.lib.reshape(x, shape)
+            y = x.reshape(shape)  # Numba, CuPy and torch arrays alike
         else:
             y = out if out is not None else self.lib.empty(shape, result)
             self.transfer(Buf.of(x).reshape(shape), Buf.of(y), transform)
