@@ -12,6 +12,12 @@ from ._api import (
     product_loss,
     product_loss_and_grad,
 )
+from ._volume import (
+    correlation_volume,
+    correlation_volume_loss,
+    correlation_volume_loss_and_grad,
+    correlation_volume_vjp,
+)
 
 __version__ = "0.1.0"
 
@@ -22,6 +28,10 @@ __all__ = [
     "corr_loss_and_grad",
     "product_loss",
     "product_loss_and_grad",
+    "correlation_volume",
+    "correlation_volume_vjp",
+    "correlation_volume_loss",
+    "correlation_volume_loss_and_grad",
     "reference",
     "__version__",
 ]

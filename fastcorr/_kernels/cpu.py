@@ -412,19 +412,25 @@ def _compile(fn):
     )
 
 
-_KERNELS = {
-    fn.__name__: _compile(fn)
-    for fn in (
-        rows_dot,
-        rows_corr_grad,
-        rows_product,
-        rows_vjp,
-        strided_dot,
-        strided_corr_grad,
-        strided_product,
-        strided_vjp,
-    )
-}
+_KERNELS = {}
+
+
+def _register(*fns):
+    """Compile kernels for `_launch`; the cost-volume module registers its own."""
+    for fn in fns:
+        _KERNELS[fn.__name__] = _compile(fn)
+
+
+_register(
+    rows_dot,
+    rows_corr_grad,
+    rows_product,
+    rows_vjp,
+    strided_dot,
+    strided_corr_grad,
+    strided_product,
+    strided_vjp,
+)
 
 
 # --------------------------------------------------------------------------- launching
