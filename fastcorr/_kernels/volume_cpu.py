@@ -48,18 +48,6 @@ def _dot1(x, y):
 
 
 @njit(**_INLINE)
-def _dot4(x, y0, y1, y2, y3):
-    s0 = s1 = s2 = s3 = x.dtype.type(0)
-    for c in range(x.shape[0]):
-        u = x[c]
-        s0 += u * y0[c]
-        s1 += u * y1[c]
-        s2 += u * y2[c]
-        s3 += u * y3[c]
-    return s0, s1, s2, s3
-
-
-@njit(**_INLINE)
 def _axpy4(acc, w0, x0, w1, x1, w2, x2, w3, x3):
     for c in range(acc.shape[0]):
         acc[c] += w0 * x0[c] + w1 * x1[c] + w2 * x2[c] + w3 * x3[c]
@@ -72,31 +60,150 @@ def _axpy1(acc, w, x):
 
 
 @njit(**_INLINE)
-def _pixel(a, b, n, cy, cx, geo, acc):
-    """acc[k] <- the unscaled volume at the output centred on (cy, cx), for every k."""
+def _dot2x4(x0, x1, y0, y1, y2, y3):
+    """The eight dot products of x0 and x1 with y0..y3: six loads for eight multiply-adds."""
+    p0 = p1 = p2 = p3 = q0 = q1 = q2 = q3 = x0.dtype.type(0)
+    for c in range(x0.shape[0]):
+        u = x0[c]
+        v = x1[c]
+        w0 = y0[c]
+        w1 = y1[c]
+        w2 = y2[c]
+        w3 = y3[c]
+        p0 += u * w0
+        p1 += u * w1
+        p2 += u * w2
+        p3 += u * w3
+        q0 += v * w0
+        q1 += v * w1
+        q2 += v * w2
+        q3 += v * w3
+    return p0, p1, p2, p3, q0, q1, q2, q3
+
+
+@njit(**_INLINE)
+def _axpy2x4(z0, z1, v0, v1, v2, v3, u0, u1, u2, u3, y0, y1, y2, y3):
+    """z0 += sum_j v_j * y_j, z1 += sum_j u_j * y_j: four loads of y feed both."""
+    for c in range(z0.shape[0]):
+        w0 = y0[c]
+        w1 = y1[c]
+        w2 = y2[c]
+        w3 = y3[c]
+        z0[c] += v0 * w0 + v1 * w1 + v2 * w2 + v3 * w3
+        z1[c] += u0 * w0 + u1 * w1 + u2 * w2 + u3 * w3
+
+
+@njit(**_INLINE)
+def _row_dots(arow, brow, x_lo, x_hi, d0, nx, s2, P):
+    """P[x, k] <- arow[x] . brow[x + d0 + k*s2] (0 where that is outside the row), for x in
+    [x_lo, x_hi) and k in [0, nx).
+
+    Pixels x and x + s2 meet the same pixels of brow one displacement apart, so they are
+    taken in pairs: each vector of brow loaded serves both. A residue class mod s2 is walked
+    in order, so consecutive pairs share most of their brow pixels in L1."""
+    W = brow.shape[0]
+    P[x_lo:x_hi] = 0
+    for r in range(s2):
+        for x0 in range(x_lo + r, x_hi, 2 * s2):
+            x1 = x0 + s2
+            if x1 >= x_hi:
+                k0, k1 = _span(x0 + d0, s2, nx, W)
+                for k in range(k0, k1):
+                    P[x0, k] = _dot1(arow[x0], brow[x0 + d0 + k * s2])
+                continue
+            # j indexes brow pixels x0 + d0 + j*s2: displacement j of x0, j - 1 of x1
+            j0, j1 = _span(x0 + d0, s2, nx + 1, W)
+            j = j0
+            while j + 4 <= j1:
+                xb = x0 + d0 + j * s2
+                p0, p1, p2, p3, q0, q1, q2, q3 = _dot2x4(
+                    arow[x0], arow[x1], brow[xb], brow[xb + s2], brow[xb + 2 * s2],
+                    brow[xb + 3 * s2])
+                _put(P, x0, x1, j, nx, p0, q0)
+                _put(P, x0, x1, j + 1, nx, p1, q1)
+                _put(P, x0, x1, j + 2, nx, p2, q2)
+                _put(P, x0, x1, j + 3, nx, p3, q3)
+                j += 4
+            for j in range(j, j1):
+                y = brow[x0 + d0 + j * s2]
+                _put(P, x0, x1, j, nx, _dot1(arow[x0], y), _dot1(arow[x1], y))
+
+
+@njit(inline="always", **_OPTIONS)
+def _put(P, x0, x1, j, nx, p, q):
+    if j < nx:
+        P[x0, j] = p
+    if j >= 1:
+        P[x1, j - 1] = q
+
+
+@njit(inline="always", **_OPTIONS)
+def _weight(Wt, x, base, k, nx, rev):
+    if k < 0 or k >= nx:
+        return Wt.dtype.type(0)
+    return Wt[x, base + (nx - 1 - k if rev else k)]
+
+
+@njit(**_INLINE)
+def _row_gather(Wt, base, src, d0, nx, s2, rev, acc):
+    """acc[x] += sum_k Wt[x, base + k'] * src[x + d0 + k*s2], k' = nx - 1 - k if rev else k,
+    over the pixels in the row; pairs x, x + s2 share their loads of src as in _row_dots."""
+    W = src.shape[0]
+    for r in range(s2):
+        for x0 in range(r, W, 2 * s2):
+            x1 = x0 + s2
+            j0, j1 = _span(x0 + d0, s2, nx + 1, W)
+            if x1 >= W:
+                j1 = min(j1, nx)
+            j = j0
+            while j + 4 <= j1:
+                xs = x0 + d0 + j * s2
+                if x1 < W:
+                    _axpy2x4(acc[x0], acc[x1],
+                             _weight(Wt, x0, base, j, nx, rev),
+                             _weight(Wt, x0, base, j + 1, nx, rev),
+                             _weight(Wt, x0, base, j + 2, nx, rev),
+                             _weight(Wt, x0, base, j + 3, nx, rev),
+                             _weight(Wt, x1, base, j - 1, nx, rev),
+                             _weight(Wt, x1, base, j, nx, rev),
+                             _weight(Wt, x1, base, j + 1, nx, rev),
+                             _weight(Wt, x1, base, j + 2, nx, rev),
+                             src[xs], src[xs + s2], src[xs + 2 * s2], src[xs + 3 * s2])
+                else:
+                    _axpy4(acc[x0], _weight(Wt, x0, base, j, nx, rev), src[xs],
+                           _weight(Wt, x0, base, j + 1, nx, rev), src[xs + s2],
+                           _weight(Wt, x0, base, j + 2, nx, rev), src[xs + 2 * s2],
+                           _weight(Wt, x0, base, j + 3, nx, rev), src[xs + 3 * s2])
+                j += 4
+            for j in range(j, j1):
+                y = src[x0 + d0 + j * s2]
+                _axpy1(acc[x0], _weight(Wt, x0, base, j, nx, rev), y)
+                if x1 < W:
+                    _axpy1(acc[x1], _weight(Wt, x1, base, j - 1, nx, rev), y)
+
+
+@njit(**_INLINE)
+def _volume_row(a, b, n, oy, geo, P, acc):
+    """acc[ox, k] <- the unscaled volume of output row oy. Work goes row pair by row pair
+    (a row ya of the window, b row ya + dy): the two rows stay in cache for all of it."""
     H, W = a.shape[1], a.shape[2]
-    kr, dy0, ny, dx0, nx, s2 = geo[5], geo[6], geo[7], geo[8], geo[9], geo[10]
+    Wo, oy0, ox0, s1, kr = geo[1], geo[2], geo[3], geo[4], geo[5]
+    dy0, ny, dx0, nx, s2 = geo[6], geo[7], geo[8], geo[9], geo[10]
     acc[:] = 0
+    cy = oy0 + oy * s1
+    x_lo = max(ox0 - kr, 0)
+    x_hi = min(ox0 + (Wo - 1) * s1 + kr + 1, W)
+    if x_lo >= x_hi:
+        return
     for ya in range(max(cy - kr, 0), min(cy + kr + 1, H)):
         ky0, ky1 = _span(ya + dy0, s2, ny, H)
-        for xa in range(max(cx - kr, 0), min(cx + kr + 1, W)):
-            x = a[n, ya, xa]
-            kx0, kx1 = _span(xa + dx0, s2, nx, W)
-            for ky in range(ky0, ky1):
-                row = b[n, ya + dy0 + ky * s2]
-                k = ky * nx
-                kx = kx0
-                while kx + 4 <= kx1:
-                    xb = xa + dx0 + kx * s2
-                    d0, d1, d2, d3 = _dot4(x, row[xb], row[xb + s2], row[xb + 2 * s2],
-                                           row[xb + 3 * s2])
-                    acc[k + kx] += d0
-                    acc[k + kx + 1] += d1
-                    acc[k + kx + 2] += d2
-                    acc[k + kx + 3] += d3
-                    kx += 4
-                for kx in range(kx, kx1):
-                    acc[k + kx] += _dot1(x, row[xa + dx0 + kx * s2])
+        for ky in range(ky0, ky1):
+            _row_dots(a[n, ya], b[n, ya + dy0 + ky * s2], x_lo, x_hi, dx0, nx, s2, P)
+            for ox in range(Wo):
+                cx = ox0 + ox * s1
+                for xa in range(max(cx - kr, 0), min(cx + kr + 1, W)):
+                    for kx in range(nx):
+                        acc[ox, ky * nx + kx] += P[xa, kx]
 
 
 @njit(**_INLINE)
@@ -110,55 +217,29 @@ def _value(a, b, n, cy, cx, dy, dx, kr):
     return s
 
 
-@njit(**_INLINE)
-def _gather(w, src, n, y, x, sign, geo, acc):
-    """acc <- sum over k of w[k] * src[n, y + sign*dy_k, x + sign*dx_k] (pixels in bounds)."""
-    H, W = src.shape[1], src.shape[2]
-    dy0, ny, dx0, nx, s2 = sign * geo[6], geo[7], sign * geo[8], geo[9], sign * geo[10]
-    acc[:] = 0
-    for ky in range(ny):
-        ys = y + dy0 + ky * s2
-        if ys < 0 or ys >= H:
-            continue
-        row = src[n, ys]
-        k = ky * nx
-        # the valid kx are a contiguous run; _span wants a positive step
-        if s2 > 0:
-            kx0, kx1 = _span(x + dx0, s2, nx, W)
-        else:
-            kx0, kx1 = _span(W - 1 - (x + dx0), -s2, nx, W)
-        kx = kx0
-        while kx + 4 <= kx1:
-            xs = x + dx0 + kx * s2
-            _axpy4(acc, w[k + kx], row[xs], w[k + kx + 1], row[xs + s2],
-                   w[k + kx + 2], row[xs + 2 * s2], w[k + kx + 3], row[xs + 3 * s2])
-            kx += 4
-        for kx in range(kx, kx1):
-            _axpy1(acc, w[k + kx], row[x + dx0 + kx * s2])
-
-
 # --------------------------------------------------------------------------- kernels
 
 
 def volume_forward(a, b, out, geo, scale, nchunks):
     """out[n, oy, ox, :] = scale * the volume at output (oy, ox), unless out is empty;
     returns sum(0.5 * volume**2)."""
-    N, Ho, Wo, D = a.shape[0], geo[0], geo[1], geo[7] * geo[9]
+    N, W, Ho, Wo, D, nx = a.shape[0], a.shape[2], geo[0], geo[1], geo[7] * geo[9], geo[9]
     w = a.dtype.type(scale)
     sums = np.zeros(nchunks)
     comps = np.zeros(nchunks)
     for c in prange(nchunks):
         lo, hi = _bounds(c, nchunks, N * Ho)
-        acc = np.empty(D, a.dtype)
+        acc = np.empty((Wo, D), a.dtype)
+        P = np.empty((W, nx), a.dtype)
         s = 0.0
         e = 0.0
         for t in range(lo, hi):
             n, oy = t // Ho, t % Ho
+            _volume_row(a, b, n, oy, geo, P, acc)
             for ox in range(Wo):
-                _pixel(a, b, n, geo[2] + oy * geo[4], geo[3] + ox * geo[4], geo, acc)
                 q = 0.0
                 for k in range(D):
-                    v = w * acc[k]
+                    v = w * acc[ox, k]
                     q += np.float64(v) * v
                     if out.size:
                         out[n, oy, ox, k] = v
@@ -170,7 +251,11 @@ def volume_forward(a, b, out, geo, scale, nchunks):
 
 def volume_vjp(a, b, g, ga, gb, geo, scale, weight, nchunks):
     """ga, gb <- the gradients of sum(g * volume). With g empty, g is weight * the volume,
-    recomputed where it is needed and never stored, and the result is sum(0.5*volume**2)."""
+    recomputed where it is needed and never stored, and the result is sum(0.5*volume**2).
+
+    Each input row first collects its weights Wt[x, k] (the upstream gradient of every output
+    and displacement that read pixel x), then gathers the other input's rows, one displaced
+    row at a time."""
     N, H, W, C = a.shape
     Ho, Wo, oy0, ox0, s1, kr = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
     dy0, ny, dx0, nx, s2 = geo[6], geo[7], geo[8], geo[9], geo[10]
@@ -183,67 +268,90 @@ def volume_vjp(a, b, g, ga, gb, geo, scale, weight, nchunks):
     # grad_a at (y, x): the outputs whose window holds (y, x), each with every displacement
     for c in prange(nchunks):
         lo, hi = _bounds(c, nchunks, N * H)
-        w = np.empty(D, a.dtype)
-        v = np.empty(D, a.dtype)
-        acc = np.empty(C, a.dtype)
+        Wt = np.empty((W, D), a.dtype)
+        v = np.empty((Wo, D), a.dtype)
+        P = np.empty((W, nx), a.dtype)
+        acc = np.empty((W, C), a.dtype)
         s = 0.0
         e = 0.0
         for t in range(lo, hi):
             n, y = t // H, t % H
+            Wt[:] = 0
             oy_lo, oy_hi = _outputs(y, kr, oy0, s1, Ho)
-            for x in range(W):
-                ox_lo, ox_hi = _outputs(x, kr, ox0, s1, Wo)
-                w[:] = 0
-                for oy in range(oy_lo, oy_hi):
-                    cy = oy0 + oy * s1
+            for oy in range(oy_lo, oy_hi):
+                cy = oy0 + oy * s1
+                if fused:
+                    _volume_row(a, b, n, oy, geo, P, v)
+                    own_y = y == max(cy - kr, 0)
+                for x in range(W):
+                    ox_lo, ox_hi = _outputs(x, kr, ox0, s1, Wo)
                     for ox in range(ox_lo, ox_hi):
-                        cx = ox0 + ox * s1
                         if fused:
-                            _pixel(a, b, n, cy, cx, geo, v)
-                            own = y == max(cy - kr, 0) and x == max(cx - kr, 0)
+                            own = own_y and x == max(ox0 + ox * s1 - kr, 0)
                             for k in range(D):
-                                u = w_t * v[k]
-                                w[k] += g_t * u
+                                u = w_t * v[ox, k]
+                                Wt[x, k] += g_t * u
                                 if own:
                                     s, e = _neumaier(s, e, 0.5 * np.float64(u) * u)
                         else:
                             for k in range(D):
-                                w[k] += g[n, oy, ox, k]
-                _gather(w, b, n, y, x, 1, geo, acc)
+                                Wt[x, k] += g[n, oy, ox, k]
+            acc[:] = 0
+            ky0, ky1 = _span(y + dy0, s2, ny, H)
+            for ky in range(ky0, ky1):
+                _row_gather(Wt, ky * nx, b[n, y + dy0 + ky * s2], dx0, nx, s2, False, acc)
+            for x in range(W):
                 for i in range(C):
-                    ga[n, y, x, i] = w_t * acc[i]
+                    ga[n, y, x, i] = w_t * acc[x, i]
         sums[c] = s
         comps[c] = e
     # grad_b at (y, x): for displacement k the pixel of `a` it met is (y - dy_k, x - dx_k)
     for c in prange(nchunks):
         lo, hi = _bounds(c, nchunks, N * H)
-        w = np.empty(D, a.dtype)
-        acc = np.empty(C, a.dtype)
+        Wt = np.empty((W, D), a.dtype)
+        P = np.empty((W, nx), a.dtype)
+        acc = np.empty((W, C), a.dtype)
         for t in range(lo, hi):
             n, y = t // H, t % H
-            for x in range(W):
-                for ky in range(ny):
-                    dy = dy0 + ky * s2
-                    ya = y - dy
-                    oy_lo, oy_hi = _outputs(ya, kr, oy0, s1, Ho)
+            Wt[:] = 0
+            for ky in range(ny):
+                dy = dy0 + ky * s2
+                ya = y - dy
+                if ya < 0 or ya >= H:
+                    continue
+                oy_lo, oy_hi = _outputs(ya, kr, oy0, s1, Ho)
+                if fused and kr == 0:  # the volume at (ya, xa) is the row dot of ya with y
+                    if oy_lo < oy_hi:
+                        _row_dots(a[n, ya], b[n, y], 0, W, dx0, nx, s2, P)
+                for x in range(W):
                     for kx in range(nx):
                         dx = dx0 + kx * s2
                         xa = x - dx
+                        if xa < 0 or xa >= W:
+                            continue
+                        ox_lo, ox_hi = _outputs(xa, kr, ox0, s1, Wo)
                         u = a.dtype.type(0)
-                        if 0 <= ya < H and 0 <= xa < W:
-                            ox_lo, ox_hi = _outputs(xa, kr, ox0, s1, Wo)
-                            for oy in range(oy_lo, oy_hi):
-                                cy = oy0 + oy * s1
-                                for ox in range(ox_lo, ox_hi):
-                                    if fused:
-                                        cx = ox0 + ox * s1
-                                        u += g_t * w_t * _value(a, b, n, cy, cx, dy, dx, kr)
-                                    else:
-                                        u += g[n, oy, ox, ky * nx + kx]
-                        w[ky * nx + kx] = u
-                _gather(w, a, n, y, x, -1, geo, acc)
+                        for oy in range(oy_lo, oy_hi):
+                            cy = oy0 + oy * s1
+                            for ox in range(ox_lo, ox_hi):
+                                if not fused:
+                                    u += g[n, oy, ox, ky * nx + kx]
+                                elif kr == 0:
+                                    u += g_t * (w_t * P[xa, kx])
+                                else:
+                                    u += g_t * (w_t * _value(a, b, n, cy, ox0 + ox * s1, dy,
+                                                             dx, kr))
+                        Wt[x, ky * nx + kx] = u
+            acc[:] = 0
+            # b pixel x met a pixel x - dx_k: walking k backwards, that is x + d0 + k*s2
+            d0 = -(dx0 + (nx - 1) * s2)
+            ky0, ky1 = _span(y - dy0 - (ny - 1) * s2, s2, ny, H)
+            for kyr in range(ky0, ky1):
+                ky = ny - 1 - kyr
+                _row_gather(Wt, ky * nx, a[n, y - dy0 - ky * s2], d0, nx, s2, True, acc)
+            for x in range(W):
                 for i in range(C):
-                    gb[n, y, x, i] = w_t * acc[i]
+                    gb[n, y, x, i] = w_t * acc[x, i]
     return _combine(sums, comps)
 
 
