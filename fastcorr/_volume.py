@@ -23,7 +23,6 @@ from ._validate import (
     BACKENDS,
     REDUCTIONS,
     as_host_array,
-    broadcast_shape,
     check_choice,
     check_grad_out,
     check_out,
@@ -184,7 +183,11 @@ class _VolumeCall:
     def _grad_input(self, grad):
         grad = as_host_array(grad, "grad", self.func)
         shape = self.geo.out_shape
-        if broadcast_shape(self.func, grad.shape, shape) != shape:
+        try:
+            fits = np.broadcast_shapes(grad.shape, shape) == shape
+        except ValueError:
+            fits = False
+        if not fits:
             raise ValueError(f"{self.func}: grad has shape {grad.shape}; expected the volume's "
                              f"shape {shape} or one that broadcasts to it")
         return np.ascontiguousarray(np.broadcast_to(grad.astype(self.dtype, copy=False), shape))
