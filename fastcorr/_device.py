@@ -16,6 +16,8 @@ synchronise; the loss is a 0-d array of that library. NumPy input with backend="
 uploaded, computed the same way, and copied back.
 """
 
+import math
+
 import numpy as np
 from numba import cuda
 from numba.core import config
@@ -377,3 +379,107 @@ def loss_and_grad(call, dev, op, reduction, out, want_grads):
     else:
         loss = dev.loss(total, lay.positions if reduction == "mean" else 1.0)
     return (loss, *grads) if want_grads else loss
+
+
+# --------------------------------------------------------------------------- the cost volume
+# `call` is a checked `_volume._VolumeCall`; the kernels read the inputs in place, whatever
+# their strides, and results go through `deliver` (cast, out=, host copy) like the rest.
+
+
+def _volume_kernels():
+    from ._kernels import volume_cuda
+
+    return volume_cuda
+
+
+def _volume_operand(dev, buf, dtype):
+    if buf.dtype == dtype:
+        return buf.numba()
+    copy = dev.lib.empty(buf.shape, dtype)
+    dev.transfer(buf, Buf.of(copy))
+    return Buf.of(copy).numba()
+
+
+def _volume_grad_input(call, dev, grad):
+    if dev.host:
+        grad = to_device(np.asarray(grad))
+    elif not (hasattr(grad, "__cuda_array_interface__") or getattr(grad, "__cuda_ndarray__",
+                                                                    False)):
+        raise TypeError(f"{call.func}: grad is a host array and the inputs are CUDA device "
+                        "arrays; give a device array of the inputs' library")
+    buf = Buf.of(grad)
+    check_real(call.func, "grad", buf.dtype)
+    shape = call.geo.out_shape
+    try:
+        shadow, base = buf.shadow()
+        view = buf.view(np.broadcast_to(shadow, shape), base)
+    except ValueError:
+        raise ValueError(f"{call.func}: grad has shape {buf.shape}; expected the volume's "
+                         f"shape {shape} or one that broadcasts to it") from None
+    return _volume_operand(dev, view, call.dtype)
+
+
+def _volume_grads(call, dev, g, out, weight=1.0):
+    """Run the gradient kernel (g None: the fused loss) and deliver (grad_a, grad_b); returns
+    them with the float64 loss total."""
+    outs = (None, None)
+    if out is not None and not dev.host:
+        outs = check_grad_out(call.func, out, (call.shape, call.shape), call.result,
+                              check=dev.out_buf, overlap=_overlap)
+    ga, gb = (dev.lib.empty(call.shape, call.dtype) for _ in range(2))
+    total = dev.lib.zeros((1,), _F64)
+    if ga.size:
+        a, b = (_volume_operand(dev, x, call.dtype) for x in (dev.a, dev.b))
+        _volume_kernels().vjp(a, b, g, Buf.of(ga).numba(), Buf.of(gb).numba(),
+                              tuple(int(v) for v in call.geo.params), call.geo.scale, weight,
+                              Buf.of(total).numba(), dev.stream)
+    return (dev.deliver(ga, call.shape, outs[0]), dev.deliver(gb, call.shape, outs[1])), total
+
+
+def _volume_forward(call, dev, store=True):
+    """The volume as a contiguous array of the compute dtype (or None), and the loss total."""
+    vol = dev.lib.empty(call.geo.out_shape, call.dtype) if store else None
+    total = dev.lib.zeros((1,), _F64)
+    if math.prod(call.geo.out_shape) and call.shape[3]:
+        a, b = (_volume_operand(dev, x, call.dtype) for x in (dev.a, dev.b))
+        _volume_kernels().forward(a, b, None if vol is None else Buf.of(vol).numba(),
+                                  tuple(int(v) for v in call.geo.params), call.geo.scale,
+                                  Buf.of(total).numba(), dev.stream)
+    elif vol is not None:
+        vol = dev.lib.zeros(call.geo.out_shape, call.dtype)
+    return vol, total
+
+
+def volume(call, out):
+    dev = call.device
+    shape = call.geo.out_shape
+    out_buf = dev.out_buf(out, shape) if out is not None else None
+    vol, _ = _volume_forward(call, dev)
+    return dev.deliver(vol, shape, None if out_buf is None else out)
+
+
+def volume_vjp(call, grad, out):
+    dev = call.device
+    g = _volume_grad_input(call, dev, grad)
+    grads, _ = _volume_grads(call, dev, g, out)
+    return grads
+
+
+def volume_loss(call, reduction, want_grads, out):
+    dev = call.device
+    shape = call.geo.out_shape
+    count = math.prod(shape)
+    if reduction == "none":
+        vol, _ = _volume_forward(call, dev)
+        loss = dev.deliver(vol, shape, None, transform=1)
+        if not want_grads:
+            return loss
+        grads, _ = _volume_grads(call, dev, Buf.of(vol).numba(), out)
+        return (loss, *grads)
+    divisor = count if reduction == "mean" else 1.0
+    if want_grads:
+        weight = 1.0 / count if reduction == "mean" and count else 1.0
+        grads, total = _volume_grads(call, dev, None, out, weight)
+        return (dev.loss(total, divisor), *grads)
+    _, total = _volume_forward(call, dev, False)
+    return dev.loss(total, divisor)

@@ -18,25 +18,12 @@ float32 matrix product would; losses are accumulated in float64.
 import numpy as np
 from numba import njit, prange
 
+from . import volume_index
 from .cpu import _INLINE, _OPTIONS, _bounds, _combine, _launch, _neumaier, _register
 
 
-@njit(inline="always", **_OPTIONS)
-def _span(x0, step, n, size):
-    """[lo, hi): the k in [0, n) with 0 <= x0 + k*step < size."""
-    lo = 0 if x0 >= 0 else (-x0 + step - 1) // step
-    hi = 0 if x0 >= size else min(n, (size - 1 - x0) // step + 1)
-    return lo, max(lo, hi)
-
-
-@njit(inline="always", **_OPTIONS)
-def _outputs(y, kr, o0, s1, n):
-    """[lo, hi): the outputs whose window, centred on o0 + o*s1 with radius kr, holds y."""
-    lo = y - kr - o0
-    lo = 0 if lo <= 0 else (lo + s1 - 1) // s1
-    hi = y + kr - o0
-    hi = 0 if hi < 0 else min(n, hi // s1 + 1)
-    return lo, max(lo, hi)
+_span = njit(inline="always", **_OPTIONS)(volume_index.span)
+_outputs = njit(inline="always", **_OPTIONS)(volume_index.outputs)
 
 
 @njit(**_INLINE)
