@@ -23,11 +23,20 @@ def main(argv=None):
                     "installed (PyTorch eager, torch.compile, jax.jit, CuPy on the GPU), on "
                     "data already where it computes. Each peer's result is checked against "
                     "fastcorr's first; the first call (compilation) is timed apart."))
+    _volume_parser(sub.add_parser(
+        "bench-volume", help="time the cost volume against PyTorch and the installed peers",
+        description="Time correlation_volume (forward, forward+backward, and the fused "
+                    "0.5*||volume||**2 loss) against the NumPy reference, PyTorch's autograd "
+                    "of the plain formulation (eager and torch.compile) and "
+                    "spatial-correlation-sampler where installed, on the CPU. The default "
+                    "layer is FlowNetC's correlation."))
     sub.add_parser("info", help="versions, threading, cache, and whether CUDA is usable")
     args = parser.parse_args(argv)
     if args.command == "info":
         print(_format_info(info()))
         return 0
+    if args.command == "bench-volume":
+        return bench_volume(args)
     return bench(args)
 
 
@@ -315,6 +324,112 @@ def _table(rows, skipped, s, bandwidths, elapsed):
 
 def _ms(seconds):
     return f"{seconds * 1e3:.3f}ms" if seconds < 1 else f"{seconds:.2f}s"
+
+
+# --------------------------------------------------------------------------- bench-volume
+
+
+def _volume_parser(p):
+    from ._bench_volume import OPS, PEERS
+
+    p.add_argument("--shape", type=_shape, help="NHWC shape (default 4,48,64,256)")
+    p.add_argument("--max-displacement", type=int, help="default 20 (--quick: 4)")
+    p.add_argument("--stride2", type=int, help="default 2 (--quick: 1)")
+    p.add_argument("--pad", type=int, help="default: max displacement + kernel_size // 2")
+    p.add_argument("--kernel-size", type=int, default=1)
+    p.add_argument("--stride1", type=int, default=1)
+    p.add_argument("--direction", choices=["2d", "x"], default="2d")
+    p.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS))
+    p.add_argument("--peers", nargs="*", choices=PEERS, default=None,
+                   help="default: all but numpy (minutes at the default size)")
+    p.add_argument("--threads", type=int, help="CPU threads for fastcorr and torch")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per row (default 5)")
+    p.add_argument("--quick", action="store_true", help="a small layer: about a minute")
+    p.add_argument("--json", metavar="PATH", help="write the results, with the machine, here")
+
+
+def bench_volume(args):
+    import tracemalloc
+
+    from . import _bench_volume as bv
+
+    if args.threads:
+        import numba
+
+        numba.set_num_threads(args.threads)
+        if bv.importlib.util.find_spec("torch"):
+            import torch
+
+            torch.set_num_threads(args.threads)
+    params = dict(bv.QUICK_PARAMS if args.quick else bv.PARAMS)
+    shape = args.shape or (bv.QUICK_SHAPE if args.quick else bv.SHAPE)
+    for name in ("max_displacement", "stride2", "pad", "kernel_size", "stride1", "direction"):
+        value = getattr(args, name)
+        if value is not None:
+            params[name] = value
+    if args.max_displacement is not None and args.pad is None:
+        params.pop("pad", None)  # the default: the border
+    peers = [n for n in bv.PEERS if n != "numpy"] if args.peers is None else args.peers
+    started = time.perf_counter()
+    rows = []
+    for op in args.ops:
+        rows += bv.run(bv.Problem(op, shape, params), peers, args.repeats, progress=_progress)
+    # memory: the fused loss against the volume stored by forward+backward
+    memory = {}
+    problem = bv.Problem("forward+backward", shape, params)
+    a, b, g = problem.inputs()
+    from . import correlation_volume, correlation_volume_loss_and_grad, correlation_volume_vjp
+
+    for label, fn in (("forward+backward", lambda: (correlation_volume(a, b, **params),
+                                                     correlation_volume_vjp(a, b, g, **params))),
+                      ("loss_and_grad (fused)",
+                       lambda: correlation_volume_loss_and_grad(a, b, **params))):
+        tracemalloc.start()
+        fn()
+        memory[label] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    memory["volume"] = problem.volume_bytes()
+    memory["inputs"] = a.nbytes + b.nbytes
+    elapsed = time.perf_counter() - started
+    print(_volume_table(rows, shape, params, args.repeats, memory, elapsed))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"fastcorr bench-volume": __version__, "info": info(),
+                       "shape": list(shape), "params": params, "results": rows,
+                       "memory_bytes": memory, "seconds": elapsed}, f, indent=1, default=str)
+        _progress(f"results written to {args.json}")
+    return 0
+
+
+def _volume_table(rows, shape, params, repeats, memory, elapsed):
+    m = _machine()
+    desc = ", ".join(f"{k}={v}" for k, v in params.items())
+    out = [f"fastcorr {__version__} bench-volume: {'x'.join(map(str, shape))} float32, {desc}; "
+           f"median of {repeats} calls; {m['cpu']}, {m['cores']} cores"]
+    header = f"  {'':<30}{'median':>10}{'IQR':>10}{'x fastcorr':>12}{'first call':>12}"
+    skipped = []
+    for op in dict.fromkeys(r["op"] for r in rows):
+        items = [r for r in rows if r["op"] == op and "times" in r]
+        skipped += [r for r in rows if r["op"] == op and "skipped" in r]
+        base = float(np.median(items[0]["times"]))
+        out += ["", op, header]
+        for r in sorted(items, key=lambda r: np.median(r["times"])):
+            t = np.array(r["times"])
+            med = float(np.median(t))
+            iqr = float(np.percentile(t, 75) - np.percentile(t, 25))
+            out.append(f"  {r['name']:<30}{_ms(med):>10}{_ms(iqr):>10}{med / base:11.2f}x"
+                       f"{r['first']:11.2f}s")
+    out.append("")
+    for why in dict.fromkeys(f"skipped: {r['name']}: {r['skipped']}" for r in skipped):
+        out.append(why)
+    mb = {k: v / 1e6 for k, v in memory.items()}
+    out.append(f"memory (tracemalloc peak of fastcorr's NumPy allocations): forward+backward "
+               f"{mb['forward+backward']:.1f} MB, the fused loss "
+               f"{mb['loss_and_grad (fused)']:.1f} MB; the volume is {mb['volume']:.1f} MB, "
+               f"the inputs {mb['inputs']:.1f} MB.")
+    out.append(f"'x fastcorr' is each row's time over fastcorr's; 'first call' includes "
+               f"compilation and is not in the timings. {elapsed:.0f} s in all.")
+    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- scaling

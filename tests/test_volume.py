@@ -3,8 +3,8 @@
 Oracles, each independent of the code it checks:
 - `brute`: the formula of the issue and of Caffe's layer, one output element at a time, with
   bounds checks in padded coordinates; it checks `fastcorr.reference`'s geometry and sums.
-- torch.autograd of a PyTorch formulation, and float64 finite differences: they check the
-  reference's hand-written VJP.
+- torch.autograd of a PyTorch formulation (`fastcorr._bench_volume.torch_volume`, the
+  benchmark's peer), and float64 finite differences: they check the reference's VJP.
 - `fastcorr.reference` in float64: the backends are checked against it, for parameters drawn
   by hypothesis, with an error bound scaled by the same volume of |a| and |b|.
 """
@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import fastcorr
 from fastcorr import reference
+from fastcorr._bench_volume import torch_volume
 from fastcorr._validate import is_device_array
 
 VOLUME_BACKENDS = [b for b in BACKENDS if b in ("cpu", "reference", "cuda", DEVICE)]
@@ -87,44 +88,6 @@ def brute(a, b, max_displacement, kernel_size=1, stride1=1, stride2=1, pad=None,
                         at(a, n, Y + j, X + i, c) * at(b, n, Y + j + dy, X + i + dx, c)
                         for j in range(-kr, kr + 1) for i in range(-kr, kr + 1)
                         for c in range(C))
-    return out / (kernel_size**2 * C) if normalize else out
-
-
-def torch_volume(a, b, max_displacement, kernel_size=1, stride1=1, stride2=1, pad=None,
-                 direction="2d", normalize=True):
-    """A PyTorch formulation for autograd: padded inputs, one strided slice product per
-    displacement and window offset, stacked."""
-    import torch
-
-    N, H, W, C = a.shape
-    kr = kernel_size // 2
-    if isinstance(max_displacement, tuple):
-        lo, hi = max_displacement
-        reach, ds = max(-lo, hi, 0), list(range(lo, hi + 1, stride2))
-    else:
-        r = max_displacement // stride2
-        reach, ds = max_displacement, [k * stride2 for k in range(-r, r + 1)]
-    border = reach + kr
-    pad = border if pad is None else pad
-    py, by, dys = (pad, border, ds) if direction == "2d" else (0, kr, [0])
-    px, bx = pad, border
-    Ho = -(-(H + 2 * py - 2 * by) // stride1)
-    Wo = -(-(W + 2 * px - 2 * bx) // stride1)
-    ap = torch.nn.functional.pad(a, (0, 0, px, px, py, py))
-    bp = torch.nn.functional.pad(b, (0, 0, px, px, py, py))
-    span_y, span_x = stride1 * (Ho - 1) + 1, stride1 * (Wo - 1) + 1
-    vols = []
-    for dy in dys:
-        for dx in ds:
-            v = 0
-            for j in range(-kr, kr + 1):
-                for i in range(-kr, kr + 1):
-                    y0, x0 = by + j, bx + i
-                    pa = ap[:, y0:y0 + span_y:stride1, x0:x0 + span_x:stride1]
-                    pb = bp[:, y0 + dy:y0 + dy + span_y:stride1, x0 + dx:x0 + dx + span_x:stride1]
-                    v = v + (pa * pb).sum(-1)
-            vols.append(v)
-    out = torch.stack(vols, -1)
     return out / (kernel_size**2 * C) if normalize else out
 
 
