@@ -27,6 +27,9 @@ SHAPE = (4, 48, 64, 256)
 PARAMS = dict(max_displacement=20, stride2=2, pad=20)
 QUICK_SHAPE = (2, 24, 32, 64)
 QUICK_PARAMS = dict(max_displacement=4, stride2=1, pad=4)
+# the CI smoke run: every implementation once, torch.compile's graphs small
+TINY_SHAPE = (1, 8, 8, 4)
+TINY_PARAMS = dict(max_displacement=1, stride2=1, pad=1)
 
 
 def displacements(max_displacement, stride2=1, direction="2d"):
@@ -163,8 +166,10 @@ def _sampler(p, a, b, g):
     kw = p.params
     md, s2, ks = kw["max_displacement"], kw.get("stride2", 1), kw.get("kernel_size", 1)
     r = md // s2
+    pad = kw.get("pad")
     sampler = SpatialCorrelationSampler(kernel_size=ks, patch_size=2 * r + 1,
-                                        stride=kw.get("stride1", 1), padding=ks // 2,
+                                        stride=kw.get("stride1", 1),
+                                        padding=ks // 2 if pad is None else pad - r * s2,
                                         dilation_patch=s2)
     scale = 1.0 / (ks * ks * a.shape[-1])
     x = torch.as_tensor(a).permute(0, 3, 1, 2).contiguous().requires_grad_(p.op != "forward")

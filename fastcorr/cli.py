@@ -31,6 +31,13 @@ def main(argv=None):
                     "spatial-correlation-sampler where installed, on the CPU. The default "
                     "layer is FlowNetC's correlation."))
     sub.add_parser("info", help="versions, threading, cache, and whether CUDA is usable")
+    sub.add_parser("stereo", add_help=False,
+                   help="disparity of a stereo pair with the cost volume (fastcorr stereo -h)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["stereo"]:  # its own options: fastcorr.stereo is also a runnable example
+        from . import stereo
+
+        return stereo.main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "info":
         print(_format_info(info()))

@@ -456,3 +456,40 @@ def test_numpy_input_with_backend_cuda():
     np.testing.assert_allclose(loss, want[0], rtol=1e-13)
     np.testing.assert_allclose(ga, want[1], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(gb, want[2], rtol=1e-12, atol=1e-14)
+
+
+# --------------------------------------------------------------------------- porting
+
+
+def sampler_brute(a, b, kernel_size, patch_size, stride, padding, dilation_patch):
+    """spatial-correlation-sampler's CPU forward, NCHW in, (N, P, P, Ho, Wo) out: windows
+    from their top-left corner -padding + h*stride, displacement (p - (P - 1)//2)*dilation,
+    no normalisation."""
+    N, C, H, W = a.shape
+    k, P, s, pad, dp = kernel_size, patch_size, stride, padding, dilation_patch
+    Ho, Wo = (H + 2 * pad - k) // s + 1, (W + 2 * pad - k) // s + 1
+    out = np.zeros((N, P, P, Ho, Wo))
+    for n, ph, pw, h, w in np.ndindex(N, P, P, Ho, Wo):
+        du, dv = (ph - (P - 1) // 2) * dp, (pw - (P - 1) // 2) * dp
+        for i in range(k):
+            for j in range(k):
+                y1, x1 = -pad + h * s + i, -pad + w * s + j
+                y2, x2 = y1 + du, x1 + dv
+                if 0 <= y1 < H and 0 <= y2 < H and 0 <= x1 < W and 0 <= x2 < W:
+                    out[n, ph, pw, h, w] += a[n, :, y1, x1] @ b[n, :, y2, x2]
+    return out
+
+
+@pytest.mark.parametrize("k,P,s,pad,dp", [(1, 5, 1, 0, 1), (3, 4, 2, 1, 2), (1, 6, 1, 2, 2),
+                                          (3, 3, 1, 0, 3)])
+def test_spatial_correlation_sampler_mapping(k, P, s, pad, dp):
+    """The README's mapping gives the sampler's numbers, even patch sizes included."""
+    a, b = _inputs((2, 3, 9, 10), seed=6)  # NCHW
+    want = sampler_brute(a, b, k, P, s, pad, dp)
+    lo, hi = -((P - 1) // 2) * dp, (P // 2) * dp
+    got = fastcorr.correlation_volume(
+        a.transpose(0, 2, 3, 1), b.transpose(0, 2, 3, 1), max_displacement=(lo, hi),
+        kernel_size=k, stride1=s, stride2=dp, pad=max(-lo, hi) + pad, normalize=False)
+    N, Ho, Wo, _ = got.shape
+    np.testing.assert_allclose(got, want.reshape(N, P * P, Ho, Wo).transpose(0, 2, 3, 1),
+                               rtol=1e-12, atol=1e-12)
