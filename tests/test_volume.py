@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import fastcorr
 from fastcorr import reference
-from fastcorr._bench_volume import torch_volume
+from fastcorr._bench_volume import displacements, torch_volume
 from fastcorr._validate import is_device_array
 
 VOLUME_BACKENDS = [b for b in BACKENDS if b in ("cpu", "reference", "cuda", DEVICE)]
@@ -58,18 +58,13 @@ def brute(a, b, max_displacement, kernel_size=1, stride1=1, stride2=1, pad=None,
     """The cost volume element by element, straight from the formula."""
     N, H, W, C = a.shape
     kr = kernel_size // 2
-    if isinstance(max_displacement, tuple):
-        lo, hi = max_displacement
-        reach, ds = max(-lo, hi, 0), list(range(lo, hi + 1, stride2))
-    else:
-        r = max_displacement // stride2
-        reach, ds = max_displacement, [k * stride2 for k in range(-r, r + 1)]
+    reach, dys, ds = displacements(max_displacement, stride2, direction)
     border = reach + kr
     pad = border if pad is None else pad
     if direction == "2d":
-        (py, px), (by, bx), dys = (pad, pad), (border, border), ds
+        (py, px), (by, bx) = (pad, pad), (border, border)
     else:
-        (py, px), (by, bx), dys = (0, pad), (kr, border), [0]
+        (py, px), (by, bx) = (0, pad), (kr, border)
     Ho = math.ceil((H + 2 * py - 2 * by) / stride1)
     Wo = math.ceil((W + 2 * px - 2 * bx) / stride1)
 
