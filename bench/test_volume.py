@@ -8,6 +8,7 @@ import os
 import pytest
 from conftest import run
 
+import workloads
 from fastcorr import _bench_volume as bv
 
 _SIZE = os.environ.get("FASTCORR_BENCH_VOLUME", "flownetc")
@@ -18,10 +19,10 @@ SHAPE, PARAMS = {"quick": (bv.QUICK_SHAPE, bv.QUICK_PARAMS),
 @pytest.mark.parametrize("impl", list(bv.IMPLS))
 @pytest.mark.parametrize("op", bv.OPS)
 def test_volume(benchmark, op, impl):
-    why = bv.unavailable(impl)
+    why = bv.unavailable(impl, workloads.BACKEND)
     if why:
         pytest.skip(why)
-    p = bv.Problem(op, SHAPE, PARAMS)
+    p = bv.Problem(op, SHAPE, PARAMS, backend=workloads.BACKEND)
     data = p.inputs()
     fn = bv.IMPLS[impl][0](p, *data)
     got = fn()

@@ -78,9 +78,9 @@ def torch_volume(a, b, max_displacement, kernel_size=1, stride1=1, stride2=1, pa
 
 
 class Problem:
-    def __init__(self, op, shape, params, dtype=np.float32):
+    def __init__(self, op, shape, params, dtype=np.float32, backend="cpu"):
         self.op, self.shape, self.params = op, tuple(shape), dict(params)
-        self.dtype = np.dtype(dtype)
+        self.dtype, self.backend = np.dtype(dtype), backend
 
     def inputs(self, seed=0):
         rng = np.random.default_rng(seed)
@@ -100,10 +100,26 @@ class Problem:
 
 
 # --------------------------------------------------------------------------- implementations
-# make(problem, a, b, g) -> fn: fn() runs one call and returns its results.
+# make(problem, a, b, g) -> fn: fn() runs one call and returns its results, finished (on a
+# GPU, synchronised).
 
 
 def _fastcorr(p, a, b, g):
+    if p.backend == "cuda":
+        from ._bench import _cuda_sync, _to_gpu_arrays
+
+        a, b, g = _to_gpu_arrays(a, b, *(() if g is None else (g,))) + [None] * (g is None)
+        fn = _fastcorr_calls(p, a, b, g)
+
+        def synced():
+            out = fn()
+            _cuda_sync()
+            return out
+        return synced
+    return _fastcorr_calls(p, a, b, g)
+
+
+def _fastcorr_calls(p, a, b, g):
     kw = p.params
     if p.op == "forward":
         out = fastcorr.correlation_volume(a, b, **kw)
@@ -139,19 +155,24 @@ def _torch(compile_):
             f = (lambda vol: lambda x, y: 0.5 * (vol(x, y) ** 2).sum())(f)
         if compile_:
             f = torch.compile(f)
-        x, y = torch.as_tensor(a), torch.as_tensor(b)
+        dev = "cuda" if p.backend == "cuda" else "cpu"
+        sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+        x, y = torch.as_tensor(a, device=dev), torch.as_tensor(b, device=dev)
         if p.op == "forward":
             def fn():
                 with torch.no_grad():
-                    return f(x, y)
+                    out = f(x, y)
+                sync()
+                return out
             return fn
         x.requires_grad_(True)
         y.requires_grad_(True)
-        w = None if g is None else torch.as_tensor(g)
+        w = None if g is None else torch.as_tensor(g, device=dev)
 
         def fn():
             out = f(x, y)
             ga, gb = torch.autograd.grad(out, (x, y), w)
+            sync()
             return out.detach(), ga, gb
         return fn
     return make
@@ -204,12 +225,19 @@ IMPLS = {
 PEERS = [name for name in IMPLS if name != "fastcorr"]
 
 
-def unavailable(name):
+def unavailable(name, backend="cpu"):
     module = IMPLS[name][1]
+    if backend == "cuda" and name in ("numpy", "spatial-correlation-sampler"):
+        return "a CPU implementation (on the CPU this bench times it)"
     if module and importlib.util.find_spec(module) is None:
         if module == "spatial_correlation_sampler":
             return "not installed: its C++ extension builds against one torch at install time"
         return f"{module} is not installed"
+    if backend == "cuda" and module == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "torch has no CUDA here"
     return None
 
 
@@ -219,7 +247,7 @@ def run(problem, names, repeats=5, budget=60.0, progress=None):
     data = problem.inputs()
     rows, want = [], None
     for name in ["fastcorr"] + [n for n in names if n != "fastcorr"]:
-        why = unavailable(name)
+        why = unavailable(name, problem.backend)
         if why:
             rows.append(dict(name=name, op=problem.op, skipped=why))
             continue

@@ -346,6 +346,8 @@ def _volume_parser(p):
     p.add_argument("--kernel-size", type=int, default=1)
     p.add_argument("--stride1", type=int, default=1)
     p.add_argument("--direction", choices=["2d", "x"], default="2d")
+    p.add_argument("--backend", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: fastcorr's CUDA kernels and torch on the GPU")
     p.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS))
     p.add_argument("--peers", nargs="*", choices=PEERS, default=None,
                    help="default: all but numpy (minutes at the default size)")
@@ -356,8 +358,6 @@ def _volume_parser(p):
 
 
 def bench_volume(args):
-    import tracemalloc
-
     from . import _bench_volume as bv
 
     if args.threads:
@@ -380,25 +380,11 @@ def bench_volume(args):
     started = time.perf_counter()
     rows = []
     for op in args.ops:
-        rows += bv.run(bv.Problem(op, shape, params), peers, args.repeats, progress=_progress)
-    # memory: the fused loss against the volume stored by forward+backward
-    memory = {}
-    problem = bv.Problem("forward+backward", shape, params)
-    a, b, g = problem.inputs()
-    from . import correlation_volume, correlation_volume_loss_and_grad, correlation_volume_vjp
-
-    for label, fn in (("forward+backward", lambda: (correlation_volume(a, b, **params),
-                                                     correlation_volume_vjp(a, b, g, **params))),
-                      ("loss_and_grad (fused)",
-                       lambda: correlation_volume_loss_and_grad(a, b, **params))):
-        tracemalloc.start()
-        fn()
-        memory[label] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    memory["volume"] = problem.volume_bytes()
-    memory["inputs"] = a.nbytes + b.nbytes
+        rows += bv.run(bv.Problem(op, shape, params, backend=args.backend), peers,
+                       args.repeats, progress=_progress)
+    memory = _volume_memory(shape, params) if args.backend == "cpu" else None
     elapsed = time.perf_counter() - started
-    print(_volume_table(rows, shape, params, args.repeats, memory, elapsed))
+    print(_volume_table(rows, shape, params, args.repeats, memory, elapsed, args.backend))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"fastcorr bench-volume": __version__, "info": info(),
@@ -408,11 +394,43 @@ def bench_volume(args):
     return 0
 
 
-def _volume_table(rows, shape, params, repeats, memory, elapsed):
+def _volume_memory(shape, params):
+    """Peak NumPy allocations (tracemalloc) of forward+backward, which stores the volume,
+    and of the fused loss, which does not; with the sizes of the volume and the inputs."""
+    import tracemalloc
+
+    from . import _bench_volume as bv
+    from . import correlation_volume, correlation_volume_loss_and_grad, correlation_volume_vjp
+
+    problem = bv.Problem("forward+backward", shape, params)
+    a, b, g = problem.inputs()
+    runs = {"forward+backward": lambda: (correlation_volume(a, b, **params),
+                                         correlation_volume_vjp(a, b, g, **params)),
+            "loss_and_grad (fused)": lambda: correlation_volume_loss_and_grad(a, b, **params)}
+    memory = {}
+    for label, fn in runs.items():
+        tracemalloc.start()
+        fn()
+        memory[label] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    memory["volume"] = problem.volume_bytes()
+    memory["inputs"] = a.nbytes + b.nbytes
+    return memory
+
+
+def _gpu_name():
+    from numba import cuda
+
+    name = getattr(cuda.get_current_device(), "name", "the CUDA simulator")
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _volume_table(rows, shape, params, repeats, memory, elapsed, backend="cpu"):
     m = _machine()
     desc = ", ".join(f"{k}={v}" for k, v in params.items())
+    where = f"{m['cpu']}, {m['cores']} cores" if backend == "cpu" else _gpu_name()
     out = [f"fastcorr {__version__} bench-volume: {'x'.join(map(str, shape))} float32, {desc}; "
-           f"median of {repeats} calls; {m['cpu']}, {m['cores']} cores"]
+           f"median of {repeats} calls; {where}"]
     header = f"  {'':<30}{'median':>10}{'IQR':>10}{'x fastcorr':>12}{'first call':>12}"
     skipped = []
     for op in dict.fromkeys(r["op"] for r in rows):
@@ -429,11 +447,12 @@ def _volume_table(rows, shape, params, repeats, memory, elapsed):
     out.append("")
     for why in dict.fromkeys(f"skipped: {r['name']}: {r['skipped']}" for r in skipped):
         out.append(why)
-    mb = {k: v / 1e6 for k, v in memory.items()}
-    out.append(f"memory (tracemalloc peak of fastcorr's NumPy allocations): forward+backward "
-               f"{mb['forward+backward']:.1f} MB, the fused loss "
-               f"{mb['loss_and_grad (fused)']:.1f} MB; the volume is {mb['volume']:.1f} MB, "
-               f"the inputs {mb['inputs']:.1f} MB.")
+    mb = {k: v / 1e6 for k, v in (memory or {}).items()}
+    if mb:
+        out.append(f"memory (tracemalloc peak of fastcorr's NumPy allocations): "
+                   f"forward+backward {mb['forward+backward']:.1f} MB, the fused loss "
+                   f"{mb['loss_and_grad (fused)']:.1f} MB; the volume is "
+                   f"{mb['volume']:.1f} MB, the inputs {mb['inputs']:.1f} MB.")
     out.append(f"'x fastcorr' is each row's time over fastcorr's; 'first call' includes "
                f"compilation and is not in the timings. {elapsed:.0f} s in all.")
     return "\n".join(out)
