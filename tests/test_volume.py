@@ -215,7 +215,7 @@ def test_backends(backend, shape, case):
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=lambda d: d.__name__)
 @pytest.mark.parametrize("case", CASES[:3] + CASES[6:7], ids=_ids)  # normalised: float16 holds
 def test_dtypes(backend, dtype, case):
-    _check(backend, dtype, (2, 7, 8, 5) if SIMULATOR else (2, 9, 10, 40), case)
+    _check(backend, dtype, (1, 7, 8, 3) if SIMULATOR else (2, 9, 10, 40), case)
 
 
 _displacement = st.one_of(
@@ -225,7 +225,7 @@ _displacement = st.one_of(
 
 
 @pytest.mark.parametrize("backend", VOLUME_BACKENDS)
-@settings(max_examples=8 if SIMULATOR else 40, deadline=None,
+@settings(max_examples=5 if SIMULATOR else 40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(
     md=_displacement,
@@ -331,7 +331,8 @@ def test_fused_loss_never_stores_the_volume():
     it (the gradients and scratch rows only)."""
     a, b = _inputs((2, 24, 24, 4), np.float32)
     params = dict(max_displacement=4)
-    fastcorr.correlation_volume_loss_and_grad(a, b, **params)  # compile first
+    fastcorr.correlation_volume_loss_and_grad(a, b, **params)  # compile (or load) first
+    fastcorr.correlation_volume_loss(a, b, **params)
     volume_bytes = 2 * 24 * 24 * 81 * 4
     tracemalloc.start()
     try:

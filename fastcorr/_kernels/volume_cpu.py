@@ -19,8 +19,14 @@ import numpy as np
 from numba import njit, prange
 
 from . import volume_index
-from .cpu import _INLINE, _OPTIONS, _bounds, _combine, _launch, _neumaier, _register
+from .cpu import _INLINE, FASTMATH, _OPTIONS, _bounds, _combine, _launch, _neumaier, _register
 
+
+# The row helpers are ordinary compiled functions, each a row's worth of work, so a call
+# costs nothing next to it: inlined at Numba IR level into the two-loop parallel kernels they
+# made a first compilation take minutes. The vector micro-kernels inside them are inlined
+# (_INLINE), so that their loops vectorise in place.
+_HELPER = dict(fastmath=FASTMATH, **_OPTIONS)
 
 _span = njit(inline="always", **_OPTIONS)(volume_index.span)
 _outputs = njit(inline="always", **_OPTIONS)(volume_index.outputs)
@@ -80,7 +86,7 @@ def _axpy2x4(z0, z1, v0, v1, v2, v3, u0, u1, u2, u3, y0, y1, y2, y3):
         z1[c] += u0 * w0 + u1 * w1 + u2 * w2 + u3 * w3
 
 
-@njit(**_INLINE)
+@njit(**_HELPER)
 def _row_dots(arow, brow, x_lo, x_hi, d0, nx, s2, P):
     """P[x, k] <- arow[x] . brow[x + d0 + k*s2] (0 where that is outside the row), for x in
     [x_lo, x_hi) and k in [0, nx).
@@ -131,7 +137,7 @@ def _weight(Wt, x, base, k, nx, rev):
     return Wt[x, base + (nx - 1 - k if rev else k)]
 
 
-@njit(**_INLINE)
+@njit(**_HELPER)
 def _row_gather(Wt, base, src, d0, nx, s2, rev, acc):
     """acc[x] += sum_k Wt[x, base + k'] * src[x + d0 + k*s2], k' = nx - 1 - k if rev else k,
     over the pixels in the row; pairs x, x + s2 share their loads of src as in _row_dots."""
@@ -169,7 +175,7 @@ def _row_gather(Wt, base, src, d0, nx, s2, rev, acc):
                     _axpy1(acc[x1], _weight(Wt, x1, base, j - 1, nx, rev), y)
 
 
-@njit(**_INLINE)
+@njit(**_HELPER)
 def _volume_row(a, b, n, oy, geo, P, acc):
     """acc[ox, k] <- the unscaled volume of output row oy. Work goes row pair by row pair
     (a row ya of the window, b row ya + dy): the two rows stay in cache for all of it."""
@@ -193,7 +199,7 @@ def _volume_row(a, b, n, oy, geo, P, acc):
                         acc[ox, ky * nx + kx] += P[xa, kx]
 
 
-@njit(**_INLINE)
+@njit(**_HELPER)
 def _value(a, b, n, cy, cx, dy, dx, kr):
     """The unscaled volume at one output (centre cy, cx) and one displacement (dy, dx)."""
     H, W = a.shape[1], a.shape[2]
