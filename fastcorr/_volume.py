@@ -199,10 +199,29 @@ class _VolumeCall:
 
     # --- the four operations
 
+    @property
+    def _host_input(self):
+        """Whether NumPy input goes to the GPU (backend="cuda"): then a NumPy `out` is checked
+        here, the device path returns new host arrays, and `_into` copies them into out."""
+        return self.device.host
+
+    def _into(self, result, out):
+        if out is None:
+            return result
+        if isinstance(result, tuple):  # (grad_a, grad_b) or (loss, grad_a, grad_b)
+            head = result[:-2]
+            return head + tuple(self._into(r, o) for r, o in zip(result[-2:], out))
+        np.copyto(out, result, casting="unsafe")
+        return out
+
     def forward(self, out):
         if self.device is not None:
             from . import _device
 
+            if self._host_input:
+                if out is not None:
+                    check_out(self.func, out, self.geo.out_shape, self.result)
+                return self._into(_device.volume(self, None), out)
             return _device.volume(self, out)
         work, out = self._target(out, self.geo.out_shape)
         if self.backend == "reference":
@@ -215,6 +234,9 @@ class _VolumeCall:
         if self.device is not None:
             from . import _device
 
+            if self._host_input:
+                check_grad_out(self.func, out, (self.shape, self.shape), self.result)
+                return self._into(_device.volume_vjp(self, grad, None), out)
             return _device.volume_vjp(self, grad, out)
         g = self._grad_input(grad)
         (wa, oa), (wb, ob) = self._grad_targets(out)
@@ -239,6 +261,9 @@ class _VolumeCall:
         if self.device is not None:
             from . import _device
 
+            if self._host_input:
+                check_grad_out(self.func, out, (self.shape, self.shape), self.result)
+                return self._into(_device.volume_loss(self, reduction, want_grads, None), out)
             return _device.volume_loss(self, reduction, want_grads, out)
         count = int(np.prod(self.geo.out_shape))
         if reduction == "none":

@@ -489,3 +489,20 @@ def test_spatial_correlation_sampler_mapping(k, P, s, pad, dp):
     N, Ho, Wo, _ = got.shape
     np.testing.assert_allclose(got, want.reshape(N, P * P, Ho, Wo).transpose(0, 2, 3, 1),
                                rtol=1e-12, atol=1e-12)
+
+
+@cuda_only
+def test_numpy_input_with_backend_cuda_and_out():
+    a, b = _inputs((1, 6, 7, 2), np.float32)
+    out = np.empty((1, 6, 7, 9), np.float64)
+    assert fastcorr.correlation_volume(a, b, max_displacement=1, backend="cuda", out=out) is out
+    np.testing.assert_allclose(out, reference.correlation_volume(a, b, 1), rtol=1e-5)
+    ga, gb = np.empty_like(a), np.empty_like(b)
+    loss, ra, rb = fastcorr.correlation_volume_loss_and_grad(a, b, max_displacement=1,
+                                                             backend="cuda", out=(ga, gb))
+    assert ra is ga and rb is gb
+    want = reference.correlation_volume_loss_and_grad(a, b, 1)
+    np.testing.assert_allclose(ga, want[1], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="out has shape"):
+        fastcorr.correlation_volume(a, b, max_displacement=1, backend="cuda",
+                                    out=np.empty((1, 6, 7, 8)))
