@@ -3,12 +3,12 @@
 import numpy as np
 
 from ._api import _layout
-from ._validate import normalize_axes
+from ._validate import broadcast_shapes, normalize_axes
 
 
 def layout(shape_a, shape_b, axis, keepdims=False):
     """(broadcast shape, reduced axes, the correlation's shape) for inputs of these shapes."""
-    shape = tuple(np.broadcast_shapes(tuple(shape_a), tuple(shape_b)))
+    shape = broadcast_shapes(tuple(shape_a), tuple(shape_b))
     axes = normalize_axes("fastcorr", axis, len(shape))
     lay = _layout(shape, axes)
     return shape, axes, lay.kept if keepdims else lay.reduced

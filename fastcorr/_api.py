@@ -12,9 +12,11 @@ import numpy as np
 from . import reference
 from ._validate import (
     BACKENDS,
+    NO_REDUCTION,
     REDUCTIONS,
     as_host_array,
     broadcast_shape,
+    broadcast_shapes,
     check_choice,
     check_grad_out,
     check_out,
@@ -23,6 +25,7 @@ from ._validate import (
     is_device_array,
     normalize_axes,
     resolve_dtypes,
+    weak,
 )
 
 _F64 = np.dtype(np.float64)
@@ -83,10 +86,9 @@ class _Call:
     __slots__ = ("func", "a", "b", "shape", "axes", "dtype", "result", "backend", "layout",
                  "device")
 
-    def __init__(self, func, a, b, axis, backend, reduction=None):
-        if backend not in BACKENDS:
-            check_choice(func, "backend", backend, BACKENDS)
-        if reduction is not None and reduction not in REDUCTIONS:
+    def __init__(self, func, a, b, axis, backend, reduction=NO_REDUCTION):
+        check_choice(func, "backend", backend, BACKENDS)
+        if reduction is not NO_REDUCTION:
             check_choice(func, "reduction", reduction, REDUCTIONS)
         on_device = False
         if type(a) is np.ndarray and type(b) is np.ndarray:  # the common case, checked cheaply
@@ -97,6 +99,7 @@ class _Call:
         if backend == "cuda":
             _kernels("cuda", func)
         self.device = None
+        a0, b0 = a, b
         if on_device:
             from ._device import Buf
 
@@ -107,7 +110,7 @@ class _Call:
         else:
             a = as_host_array(a, "a", func)
             b = as_host_array(b, "b", func)
-        self.dtype, self.result = resolve_dtypes(func, a.dtype, b.dtype)
+        self.dtype, self.result = resolve_dtypes(func, weak(a0, a), weak(b0, b))
         self.shape = broadcast_shape(func, a.shape, b.shape)
         self.axes = normalize_axes(func, axis, len(self.shape))
         self.func = func
@@ -173,9 +176,10 @@ class _Call:
             total = total / n if n else float("nan")
         return self.result.type(total)
 
-    def unshares(self, out):
-        """True where writing into `out` cannot disturb the inputs still being read."""
-        return not (np.may_share_memory(out, self.a) or np.may_share_memory(out, self.b))
+    def unshares(self, out, *more):
+        """True where writing into `out` cannot disturb an operand still being read: a, b
+        and any others (grad)."""
+        return not any(np.may_share_memory(out, x) for x in (self.a, self.b, *more))
 
 
 class _Layout:
@@ -205,7 +209,7 @@ class _Layout:
         it has every axis), or a ValueError naming both."""
         target = self.kept if len(shape) == len(self.shape) else self.reduced
         try:
-            if np.broadcast_shapes(tuple(shape), target) == target:
+            if broadcast_shapes(tuple(shape), target) == target:
                 return target
         except ValueError:
             pass
@@ -238,8 +242,9 @@ class _Layout:
             return x3.reshape(shape)
         return reference.unbroadcast(self.nd_back(x3), shape)
 
-    def out3d(self, out, call, shape):
-        """`out` as the (P, R, Q) array for a kernel to write, or None where it cannot be."""
+    def out3d(self, out, call, shape, reads=()):
+        """`out` as the (P, R, Q) array for a kernel to write, or None where it cannot be
+        (`reads`: operands the kernel reads besides a and b)."""
         if (
             out is not None
             and type(out) is np.ndarray
@@ -247,7 +252,7 @@ class _Layout:
             and out.flags.c_contiguous
             and out.shape == self.shape == shape
             and self.perm is None
-            and call.unshares(out)
+            and call.unshares(out, *reads)
         ):
             return out.reshape(self.prq)
         return None
@@ -273,19 +278,20 @@ def _deliver(result, dtype, out):
     return out
 
 
-def _kernel_grads(call, out, run):
+def _kernel_grads(call, out, run, reads=()):
     """Common path of the gradient-returning functions on a kernel backend.
 
-    The kernels write into `out` itself where it has the right layout; otherwise into new
-    (P, R, Q) arrays that are then summed over broadcast axes and cast. run(a3, b3, ga3, gb3)
-    launches the kernels and returns the loss (or None)."""
+    The kernels write into `out` itself where it has the right layout and shares no memory
+    with what they read (a, b and `reads`); otherwise into new (P, R, Q) arrays that are then
+    summed over broadcast axes and cast. run(a3, b3, ga3, gb3) launches the kernels and
+    returns the loss (or None)."""
     lay = call.layout
     shape_a, shape_b = call.a.shape, call.b.shape
     out_a = out_b = direct_a = direct_b = None
     if out is not None:
         out_a, out_b = check_grad_out(call.func, out, (shape_a, shape_b), call.result)
-        direct_a = lay.out3d(out_a, call, shape_a)
-        direct_b = lay.out3d(out_b, call, shape_b)
+        direct_a = lay.out3d(out_a, call, shape_a, reads)
+        direct_b = lay.out3d(out_b, call, shape_b, reads)
     alloc = np.zeros if lay.empty else np.empty
     ga3 = alloc(lay.prq, call.dtype) if direct_a is None else direct_a
     gb3 = alloc(lay.prq, call.dtype) if direct_b is None else direct_b
@@ -356,7 +362,7 @@ def correlation_vjp(a, b, grad, axis=-1, *, out=None, backend="auto"):
         return _deliver(ga, call.result, out_a), _deliver(gb, call.result, out_b)
     g2 = np.ascontiguousarray(g, _F64).reshape(lay.prq[0], lay.prq[2])
     _, grads = _kernel_grads(call, out, lambda a3, b3, ga3, gb3:
-                             call.kernels.correlation_vjp(a3, b3, g2, ga3, gb3))
+                             call.kernels.correlation_vjp(a3, b3, g2, ga3, gb3), (g2,))
     return grads
 
 
@@ -392,12 +398,13 @@ def _loss_and_grad(func, op, a, b, axis, reduction, out, backend):
     if _lazy(a, b):
         return getattr(_dask(), op)(a, b, axis, reduction=reduction, out=out, backend=backend)
     key = None
-    if out is None and type(a) is np.ndarray and type(b) is np.ndarray:
+    # A plan stands for a call that passed every check. Its key holds only exact types:
+    # values that compare equal but validate differently (1.0 and True beside 1, str
+    # subclasses) never find one, so an outcome never depends on what ran before.
+    if (out is None and type(a) is np.ndarray and type(b) is np.ndarray and type(axis) is int
+            and type(reduction) is str and type(backend) is str):
         key = (op, a.shape, a.dtype, b.shape, b.dtype, axis, reduction, backend)
-        try:
-            plan = _PLANS.get(key)
-        except TypeError:  # an unhashable axis (a list): no plan
-            plan = key = None
+        plan = _PLANS.get(key)
         if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:
             return plan(a, b)
     call = _Call(func, a, b, axis, backend, reduction)

@@ -22,9 +22,10 @@ import numpy as np
 import fastcorr
 
 from . import reference
-from ._api import _layout
+from ._api import _kernels, _layout
 from ._validate import (
     BACKENDS,
+    NO_REDUCTION,
     REDUCTIONS,
     broadcast_shape,
     check_choice,
@@ -32,6 +33,7 @@ from ._validate import (
     is_dask_array,
     normalize_axes,
     resolve_dtypes,
+    weak,
 )
 
 _F64 = np.dtype(np.float64)
@@ -73,18 +75,20 @@ class _Lazy:
     """The checked arguments of one call on Dask arrays: a and b broadcast against each
     other, in the compute dtype, with common chunks."""
 
-    def __init__(self, func, a, b, axis, backend, reduction=None, out=None):
-        if backend not in BACKENDS:
-            check_choice(func, "backend", backend, BACKENDS)
-        if reduction is not None and reduction not in REDUCTIONS:
+    def __init__(self, func, a, b, axis, backend, reduction=NO_REDUCTION, out=None):
+        check_choice(func, "backend", backend, BACKENDS)
+        if reduction is not NO_REDUCTION:
             check_choice(func, "reduction", reduction, REDUCTIONS)
         if out is not None:
             raise TypeError(f"{func}: out= is not supported with Dask arrays, which are not "
                             "written in place; store the results with dask.array.store")
+        a0, b0 = a, b
         a, b = self._dask(func, "a", a), self._dask(func, "b", b)
-        self.dtype, self.result = resolve_dtypes(func, a.dtype, b.dtype)
+        self.dtype, self.result = resolve_dtypes(func, weak(a0, a), weak(b0, b))
         self.shape = broadcast_shape(func, a.shape, b.shape)
         self.axes = normalize_axes(func, axis, len(self.shape))
+        if backend == "cuda":  # refused now, not when the graph runs
+            _kernels("cuda", func)
         self.func, self.backend, self.reduction = func, backend, reduction
         self.shape_a, self.shape_b = a.shape, b.shape
         a, b = a.astype(self.dtype), b.astype(self.dtype)  # lazy; no-ops when already so

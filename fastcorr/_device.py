@@ -190,8 +190,8 @@ def library(x):
 
 
 def to_device(x):
-    """A NumPy array (native byte order) uploaded as a Numba device array."""
-    return cuda.to_device(np.ascontiguousarray(x))
+    """A NumPy array (native byte order) uploaded as a Numba device array, 0-d ones too."""
+    return cuda.to_device(x if x.flags.c_contiguous else x.copy())
 
 
 # --------------------------------------------------------------------------- one call
@@ -273,7 +273,7 @@ class DeviceCall:
             raise TypeError(f"{self.call.func}: {name} is a host array and the inputs are CUDA "
                             "device arrays; give a device array of the inputs' library")
         buf = Buf.of(out)
-        check_out(self.call.func, buf, shape, self.call.result, name)
+        check_out(self.call.func, buf, shape, self.call.result, name, host=False)
         if buf.readonly:
             raise ValueError(f"{self.call.func}: {name} is read-only")
         return buf
@@ -393,11 +393,12 @@ def _volume_kernels():
 
 
 def _volume_operand(dev, buf, dtype):
+    """buf as a Buf of the compute dtype: itself, or a contiguous copy."""
     if buf.dtype == dtype:
-        return buf.numba()
+        return buf
     copy = dev.lib.empty(buf.shape, dtype)
     dev.transfer(buf, Buf.of(copy))
-    return Buf.of(copy).numba()
+    return Buf.of(copy)
 
 
 def _volume_grad_input(call, dev, grad):
@@ -412,11 +413,29 @@ def _volume_grad_input(call, dev, grad):
     shape = call.geo.out_shape
     try:
         shadow, base = buf.shadow()
-        view = buf.view(np.broadcast_to(shadow, shape), base)
+        shadow = np.broadcast_to(shadow, shape)
     except ValueError:
         raise ValueError(f"{call.func}: grad has shape {buf.shape}; expected the volume's "
                          f"shape {shape} or one that broadcasts to it") from None
-    return _volume_operand(dev, view, call.dtype)
+    return _active(call, dev, buf.view(shadow, base)).numba()
+
+
+def _active(call, dev, buf):
+    """The part of a volume-shaped Buf that the kernels compute, as an (N, Ho', Wo', D')
+    Buf of the compute dtype: a view where one exists, else a contiguous copy."""
+    geo = call.geo
+    if geo.crop is None:
+        return _volume_operand(dev, buf, call.dtype)
+    shadow, base = buf.shadow()
+    part = buf.view(geo.cropped(shadow), base)
+    if part.dtype == call.dtype:
+        try:
+            return part.reshape(geo.active_shape)
+        except ValueError:  # a sub-grid of the displacements: not one stride
+            pass
+    copy = dev.lib.empty(part.shape, call.dtype)
+    dev.transfer(part, Buf.of(copy))
+    return Buf.of(copy).reshape(geo.active_shape)
 
 
 def _volume_grads(call, dev, g, out, weight=1.0):
@@ -429,24 +448,33 @@ def _volume_grads(call, dev, g, out, weight=1.0):
     ga, gb = (dev.lib.empty(call.shape, call.dtype) for _ in range(2))
     total = dev.lib.zeros((1,), _F64)
     if ga.size:
-        a, b = (_volume_operand(dev, x, call.dtype) for x in (dev.a, dev.b))
+        a, b = (_volume_operand(dev, x, call.dtype).numba() for x in (dev.a, dev.b))
         _volume_kernels().vjp(a, b, g, Buf.of(ga).numba(), Buf.of(gb).numba(),
-                              tuple(int(v) for v in call.geo.params), call.geo.scale, weight,
+                              tuple(int(v) for v in call.geo.kparams), call.geo.scale, weight,
                               Buf.of(total).numba(), dev.stream)
     return (dev.deliver(ga, call.shape, outs[0]), dev.deliver(gb, call.shape, outs[1])), total
 
 
 def _volume_forward(call, dev, store=True):
-    """The volume as a contiguous array of the compute dtype (or None), and the loss total."""
-    vol = dev.lib.empty(call.geo.out_shape, call.dtype) if store else None
+    """The volume as a contiguous array of the compute dtype (or None), and the loss total.
+    The kernels compute the outputs whose window reads the image (geo.kparams); the rest
+    are zeros."""
+    geo = call.geo
     total = dev.lib.zeros((1,), _F64)
-    if math.prod(call.geo.out_shape) and call.shape[3]:
-        a, b = (_volume_operand(dev, x, call.dtype) for x in (dev.a, dev.b))
-        _volume_kernels().forward(a, b, None if vol is None else Buf.of(vol).numba(),
-                                  tuple(int(v) for v in call.geo.params), call.geo.scale,
+    work = geo.active_shape if store else None
+    sub = dev.lib.zeros(work, call.dtype) if store else None
+    if math.prod(geo.active_shape) and call.shape[3]:
+        a, b = (_volume_operand(dev, x, call.dtype).numba() for x in (dev.a, dev.b))
+        _volume_kernels().forward(a, b, None if sub is None else Buf.of(sub).numba(),
+                                  tuple(int(v) for v in geo.kparams), geo.scale,
                                   Buf.of(total).numba(), dev.stream)
-    elif vol is not None:
-        vol = dev.lib.zeros(call.geo.out_shape, call.dtype)
+    if not store or geo.crop is None:
+        return sub, total
+    vol = dev.lib.zeros(geo.out_shape, call.dtype)
+    full = Buf.of(vol)
+    shadow, base = full.shadow()
+    part = full.view(geo.cropped(shadow), base)
+    dev.transfer(Buf.of(sub).reshape(part.shape), part)
     return vol, total
 
 
@@ -474,7 +502,7 @@ def volume_loss(call, reduction, want_grads, out):
         loss = dev.deliver(vol, shape, None, transform=1)
         if not want_grads:
             return loss
-        grads, _ = _volume_grads(call, dev, Buf.of(vol).numba(), out)
+        grads, _ = _volume_grads(call, dev, _active(call, dev, Buf.of(vol)).numba(), out)
         return (loss, *grads)
     divisor = count if reduction == "mean" else 1.0
     if want_grads:

@@ -9,6 +9,7 @@ from numpy.exceptions import AxisError
 from numpy.lib.array_utils import normalize_axis_tuple
 
 REDUCTIONS = ("sum", "mean", "none")
+NO_REDUCTION = object()  # the marker of a function that takes no reduction argument
 BACKENDS = ("auto", "cpu", "cuda", "reference")
 
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
@@ -36,10 +37,21 @@ def check_real(func, name, dtype):
             f"{func}: {name} has dtype {dtype}; fastcorr computes on real numbers "
             "(bool, integer or floating dtypes)"
         )
+    if dtype.kind == "f" and dtype.itemsize > 8:
+        raise TypeError(f"{func}: {name} has dtype {dtype}, which is not supported (float16, "
+                        "float32, float64, integer and bool are); cast to float64 first")
+
+
+def weak(x, arr):
+    """What x contributes to the result dtype: a Python scalar (bool, int, float) is weak, as
+    in NumPy 2 (NEP 50: float32 with 2.0 stays float32), so it counts as its kind's zero;
+    anything else counts by its array's dtype."""
+    return type(x)(0) if type(x) in (bool, int, float) else arr.dtype
 
 
 def resolve_dtypes(func, dt_a, dt_b):
-    """(compute dtype, result dtype) for inputs of dtypes dt_a and dt_b (DESIGN.md section 2)."""
+    """(compute dtype, result dtype) for inputs of dtypes dt_a and dt_b (DESIGN.md section 2);
+    either may be a weak Python scalar (see `weak`)."""
     if dt_a is dt_b and (dt_a is _F32 or dt_a is _F64):  # the common case, without result_type
         return dt_a, dt_a
     result = np.result_type(dt_a, dt_b)
@@ -55,11 +67,25 @@ def resolve_dtypes(func, dt_a, dt_b):
     )
 
 
+def broadcast_shapes(*shapes):
+    """numpy.broadcast_shapes for any number of dimensions (NumPy's stops at 32; its ufuncs,
+    and so `a * b`, go to 64)."""
+    ndim = max(map(len, shapes))
+    out = [1] * ndim
+    for shape in shapes:
+        for i, n in enumerate(shape, ndim - len(shape)):
+            if n != out[i]:
+                if out[i] != 1 and n != 1:
+                    raise ValueError(f"shapes {shapes} do not broadcast together")
+                out[i] = max(n, out[i]) if n and out[i] else 0
+    return tuple(out)
+
+
 def broadcast_shape(func, shape_a, shape_b):
     if shape_a == shape_b:
         return shape_a
     try:
-        return np.broadcast_shapes(shape_a, shape_b)
+        return broadcast_shapes(shape_a, shape_b)
     except ValueError:
         raise ValueError(
             f"{func}: shapes {shape_a} (a) and {shape_b} (b) do not broadcast together"
@@ -74,6 +100,9 @@ def normalize_axes(func, axis, ndim):
         if -ndim <= axis < ndim:
             return (axis % ndim,)
         raise AxisError(axis, ndim, f"{func}: axis")
+    if any(isinstance(x, (bool, np.bool_)) for x in (axis if isinstance(axis, tuple)
+                                                     else (axis,))):
+        raise TypeError(f"{func}: axis must be an int, a tuple of ints or None, not {axis!r}")
     try:
         return tuple(sorted(normalize_axis_tuple(axis, ndim, f"{func}: axis")))
     except ValueError as exc:
@@ -86,17 +115,18 @@ def normalize_axes(func, axis, ndim):
 
 
 def check_choice(func, name, value, choices):
-    if value not in choices:
+    if not (isinstance(value, str) and value in choices):
         raise ValueError(f"{func}: {name} must be one of {', '.join(map(repr, choices))}; "
                          f"got {value!r}")
 
 
-def check_out(func, out, shape, dtype, name="out"):
-    """out must be a writeable array of exactly `shape` whose dtype the result casts to safely."""
-    try:
-        out_shape, out_dtype = tuple(out.shape), out.dtype
-    except AttributeError:
-        raise TypeError(f"{func}: {name} must be an array, not {type(out).__name__}") from None
+def check_out(func, out, shape, dtype, name="out", host=True):
+    """out must be a writeable array of exactly `shape` whose dtype the result casts to safely:
+    a NumPy array where host, else anything with shape and dtype (a device array's `Buf`)."""
+    if host and not isinstance(out, np.ndarray):
+        raise TypeError(f"{func}: {name} must be a NumPy array (the inputs are host arrays), "
+                        f"not {type(out).__module__}.{type(out).__name__}")
+    out_shape, out_dtype = tuple(out.shape), out.dtype
     if out_shape != tuple(shape):
         raise ValueError(f"{func}: {name} has shape {out_shape}; expected {tuple(shape)}")
     if out_dtype != dtype and (

@@ -13,6 +13,7 @@ dtype rules) and dispatches it: "reference" to `fastcorr.reference`, "cpu" to
 `_kernels.volume_cpu`, "cuda" to `_kernels.volume_cuda` through `_device`.
 """
 
+import math
 import operator
 
 import numpy as np
@@ -21,8 +22,10 @@ from . import reference
 from ._api import _kernels
 from ._validate import (
     BACKENDS,
+    NO_REDUCTION,
     REDUCTIONS,
     as_host_array,
+    broadcast_shapes,
     check_choice,
     check_grad_out,
     check_out,
@@ -35,6 +38,11 @@ from ._validate import (
 DIRECTIONS = ("2d", "x")
 
 
+# The parameters are int32 attributes in CorrelationCost; the bound also keeps every index
+# the kernels compute from them inside int64.
+_INT_MAX = (1 << 31) - 1
+
+
 def _int(func, name, value, least):
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{func}: {name} must be an int, not {value!r}")
@@ -44,7 +52,24 @@ def _int(func, name, value, least):
         raise TypeError(f"{func}: {name} must be an int, not {value!r}") from None
     if value < least:
         raise ValueError(f"{func}: {name} must be at least {least}; got {value}")
+    if value > _INT_MAX:
+        raise ValueError(f"{func}: {name} must be at most {_INT_MAX}; got {value}")
     return value
+
+
+def _inside(d0, step, n, size):
+    """[lo, hi): the k in [0, n) with |d0 + k*step| < size, displacements that can meet the
+    image."""
+    lo = min(n, max(0, (-size - d0) // step + 1))
+    return lo, max(lo, min(n, -((d0 - size) // step)))
+
+
+def _meeting(size, kr, o0, s1, n):
+    """[lo, hi): the outputs, centred on o0 + o*s1, whose window of radius kr meets
+    [0, size)."""
+    lo = min(n, max(0, -((o0 + kr) // s1)))  # the first with o0 + o*s1 + kr >= 0
+    hi = min(n, (size - 1 + kr - o0) // s1 + 1) if size else lo
+    return lo, max(lo, hi)
 
 
 class Geometry:
@@ -54,7 +79,11 @@ class Geometry:
     ox) is centred on input pixel (oy0 + oy*stride1, ox0 + ox*stride1) and displacement k is
     (dy0 + (k // nx)*stride2, dx0 + (k % nx)*stride2)."""
 
-    __slots__ = ("out_shape", "params", "scale")
+    __slots__ = ("out_shape", "params", "scale", "split", "crop", "kparams", "active_shape")
+
+    def cropped(self, x):
+        """The part of a volume-shaped array that the kernels compute (a view)."""
+        return x if self.crop is None else x.reshape(self.split)[self.crop]
 
     def __init__(self, func, shape, max_displacement, kernel_size, stride1, stride2, pad,
                  direction, normalize):
@@ -74,7 +103,7 @@ class Geometry:
             if len(max_displacement) != 2:
                 raise ValueError(f"{func}: max_displacement must be an int or a (lo, hi) pair; "
                                  f"got {max_displacement!r}")
-            lo = _int(func, "max_displacement[0]", max_displacement[0], -(1 << 30))
+            lo = _int(func, "max_displacement[0]", max_displacement[0], -_INT_MAX)
             hi = _int(func, "max_displacement[1]", max_displacement[1], lo)
             reach = max(-lo, hi, 0)
         else:
@@ -98,8 +127,26 @@ class Geometry:
                 f"padded by {pads[0]} and {pads[1]} leaves no output (raise pad or lower "
                 "max_displacement or kernel_size)")
         self.out_shape = (N, Ho, Wo, ny * n)
-        self.params = np.array([Ho, Wo, borders[0] - pads[0], borders[1] - pads[1], s1, kr,
-                                dy0, ny, lo, n, s2], np.int64)
+        if math.prod(self.out_shape) >= 1 << 62:
+            raise ValueError(f"{func}: the volume would have shape {self.out_shape}, more "
+                             "elements than an array can index")
+        oy0, ox0 = borders[0] - pads[0], borders[1] - pads[1]
+        self.params = np.array([Ho, Wo, oy0, ox0, s1, kr, dy0, ny, lo, n, s2], np.int64)
+        # Outputs whose window reads only padding, and displacements that leave the image
+        # whatever the pixel, give zeros. The kernels compute the box of the rest (kparams),
+        # which is as large as the input whatever the padding and the displacement range; the
+        # zeros are written only where a volume is returned.
+        box = (_meeting(H, kr, oy0, s1, Ho), _meeting(W, kr, ox0, s1, Wo),
+               _inside(dy0, s2, ny, H), _inside(lo, s2, n, W))
+        (y0, y1), (x0, x1), (ky0, ky1), (kx0, kx1) = box
+        self.split = (N, Ho, Wo, ny, n)  # the volume with its displacements as (dy, dx)
+        self.crop = None
+        if box != ((0, Ho), (0, Wo), (0, ny), (0, n)):
+            self.crop = (slice(None),) + tuple(slice(*r) for r in box)
+        self.kparams = np.array([y1 - y0, x1 - x0, oy0 + y0 * s1, ox0 + x0 * s1, s1, kr,
+                                 dy0 + ky0 * s2, ky1 - ky0, lo + kx0 * s2, kx1 - kx0, s2],
+                                np.int64)
+        self.active_shape = (N, y1 - y0, x1 - x0, (ky1 - ky0) * (kx1 - kx0))
         norm = ks * ks * C
         self.scale = 1.0 / norm if normalize and norm else 1.0
 
@@ -107,10 +154,9 @@ class Geometry:
 class _VolumeCall:
     """The checked arguments of one public cost-volume call."""
 
-    def __init__(self, func, a, b, backend, params, reduction=None):
-        if backend not in BACKENDS:
-            check_choice(func, "backend", backend, BACKENDS)
-        if reduction is not None and reduction not in REDUCTIONS:
+    def __init__(self, func, a, b, backend, params, reduction=NO_REDUCTION):
+        check_choice(func, "backend", backend, BACKENDS)
+        if reduction is not NO_REDUCTION:
             check_choice(func, "reduction", reduction, REDUCTIONS)
         if is_dask_array(a) or is_dask_array(b):
             raise TypeError(f"{func}: Dask arrays are not supported here yet; apply it to "
@@ -158,15 +204,16 @@ class _VolumeCall:
 
     # --- host helpers
 
-    def _target(self, out, shape, name="out"):
+    def _target(self, out, shape, name="out", reads=()):
         """(array the kernel writes, array returned): out itself where the kernel can write
-        it, else a scratch array copied into out (or cast) at the end."""
+        it (and it shares no memory with what the kernels read: a, b, `reads`), else a
+        scratch array copied into out (or cast) at the end."""
         if out is not None:
             check_out(self.func, out, shape, self.result, name)
             if out.dtype == self.dtype and out.flags.c_contiguous and not any(
-                    np.may_share_memory(out, x) for x in (self.a, self.b)):
+                    np.may_share_memory(out, x) for x in (self.a, self.b, *reads)):
                 return out, out
-        return np.empty(shape, self.dtype), out
+        return None, out
 
     def _finish(self, work, out):
         if out is None:
@@ -175,27 +222,52 @@ class _VolumeCall:
             np.copyto(out, work, casting="unsafe")
         return out
 
-    def _grad_targets(self, out):
+    def _grad_targets(self, out, reads=()):
         outs = check_grad_out(self.func, out, (self.shape, self.shape), self.result)
-        return [self._target(o, self.shape, name)
-                for o, name in zip(outs, ("out[0] (grad_a)", "out[1] (grad_b)"))]
+        targets = []
+        for o, name in zip(outs, ("out[0] (grad_a)", "out[1] (grad_b)")):
+            work, o = self._target(o, self.shape, name, reads)
+            targets.append((np.empty(self.shape, self.dtype) if work is None else work, o))
+        return targets
 
     def _grad_input(self, grad):
+        """(grad broadcast to the volume's shape in the compute dtype, a view, and the array
+        it views)."""
         grad = as_host_array(grad, "grad", self.func)
         shape = self.geo.out_shape
         try:
-            fits = np.broadcast_shapes(grad.shape, shape) == shape
+            fits = broadcast_shapes(grad.shape, shape) == shape
         except ValueError:
             fits = False
         if not fits:
             raise ValueError(f"{self.func}: grad has shape {grad.shape}; expected the volume's "
                              f"shape {shape} or one that broadcasts to it")
-        return np.ascontiguousarray(np.broadcast_to(grad.astype(self.dtype, copy=False), shape))
+        return np.broadcast_to(grad.astype(self.dtype, copy=False), shape), grad
 
     def _loss_value(self, total, reduction, count):
         if reduction == "mean":
             total = total / count if count else np.nan
         return self.result.type(total)
+
+    def _volume(self, work=None):
+        """The volume in the compute dtype, into `work` (C-ordered) where given."""
+        geo = self.geo
+        if self.backend == "reference":
+            vol = reference.correlation_volume(self.a, self.b, **self.params)
+            if work is None:
+                return vol
+            work[...] = vol
+            return work
+        if work is None:  # zeros from the allocator cost nothing until written
+            work = (np.zeros if geo.crop else np.empty)(geo.out_shape, self.dtype)
+        elif geo.crop:
+            work[...] = 0
+        sub = work if geo.crop is None else np.empty(geo.active_shape, self.dtype)
+        _volume_kernels().forward(self.a, self.b, sub, geo.kparams, geo.scale)
+        if geo.crop:
+            part = geo.cropped(work)
+            part[...] = sub.reshape(part.shape)
+        return work
 
     # --- the four operations
 
@@ -224,11 +296,7 @@ class _VolumeCall:
                 return self._into(_device.volume(self, None), out)
             return _device.volume(self, out)
         work, out = self._target(out, self.geo.out_shape)
-        if self.backend == "reference":
-            work[...] = reference.correlation_volume(self.a, self.b, **self.params)
-        else:
-            _volume_kernels().forward(self.a, self.b, work, self.geo.params, self.geo.scale)
-        return self._finish(work, out)
+        return self._finish(self._volume(work), out)
 
     def vjp(self, grad, out):
         if self.device is not None:
@@ -238,24 +306,24 @@ class _VolumeCall:
                 check_grad_out(self.func, out, (self.shape, self.shape), self.result)
                 return self._into(_device.volume_vjp(self, grad, None), out)
             return _device.volume_vjp(self, grad, out)
-        g = self._grad_input(grad)
-        (wa, oa), (wb, ob) = self._grad_targets(out)
+        g, given = self._grad_input(grad)
+        (wa, oa), (wb, ob) = self._grad_targets(out, (given,))
         self._vjp_into(g, wa, wb)
         return self._finish(wa, oa), self._finish(wb, ob)
 
     def _vjp_into(self, g, wa, wb, weight=1.0):
-        """wa, wb <- the gradients of sum(g * volume); g None: of weight*0.5*||volume||**2,
-        whose unweighted sum is returned."""
+        """wa, wb <- the gradients of sum(g * volume), g of the volume's shape (a broadcast
+        view is read in place); g None: of weight*0.5*||volume||**2, whose unweighted sum is
+        returned."""
+        geo = self.geo
         if self.backend == "reference":
-            total = None
-            if g is None:
-                vol = reference.correlation_volume(self.a, self.b, **self.params)
-                g, total = vol * weight, 0.5 * np.sum(np.square(vol, dtype=np.float64))
             wa[...], wb[...] = reference.correlation_volume_vjp(self.a, self.b, g,
                                                                 **self.params)
-            return total
-        return _volume_kernels().vjp(self.a, self.b, g, wa, wb, self.geo.params,
-                                     self.geo.scale, weight)
+            return None
+        if g is not None:  # the upstream gradient of the outputs the kernels compute
+            g = np.ascontiguousarray(geo.cropped(g)).reshape(geo.active_shape)
+        return _volume_kernels().vjp(self.a, self.b, g, wa, wb, geo.kparams, geo.scale,
+                                     weight)
 
     def loss(self, reduction, want_grads, out=None):
         if self.device is not None:
@@ -265,9 +333,18 @@ class _VolumeCall:
                 check_grad_out(self.func, out, (self.shape, self.shape), self.result)
                 return self._into(_device.volume_loss(self, reduction, want_grads, None), out)
             return _device.volume_loss(self, reduction, want_grads, out)
-        count = int(np.prod(self.geo.out_shape))
+        count = math.prod(self.geo.out_shape)
+        if self.backend == "reference":
+            if not want_grads:
+                return self.result.type(reference.correlation_volume_loss(
+                    self.a, self.b, **self.params, reduction=reduction))
+            loss, ga, gb = reference.correlation_volume_loss_and_grad(
+                self.a, self.b, **self.params, reduction=reduction)
+            (wa, oa), (wb, ob) = self._grad_targets(out)
+            wa[...], wb[...] = ga, gb
+            return loss.astype(self.result), self._finish(wa, oa), self._finish(wb, ob)
         if reduction == "none":
-            vol = self.forward(None).astype(self.dtype, copy=False)
+            vol = self._volume()  # in the compute dtype, for the gradients too
             loss = (0.5 * vol * vol).astype(self.result, copy=False)
             if not want_grads:
                 return loss
@@ -275,12 +352,7 @@ class _VolumeCall:
             self._vjp_into(vol, wa, wb)
             return loss, self._finish(wa, oa), self._finish(wb, ob)
         if not want_grads:
-            if self.backend == "reference":
-                vol = reference.correlation_volume(self.a, self.b, **self.params)
-                total = 0.5 * np.sum(np.square(vol, dtype=np.float64))
-            else:
-                total = _volume_kernels().energy(self.a, self.b, self.geo.params,
-                                                 self.geo.scale)
+            total = _volume_kernels().energy(self.a, self.b, self.geo.kparams, self.geo.scale)
             return self._loss_value(total, reduction, count)
         (wa, oa), (wb, ob) = self._grad_targets(out)
         weight = 1.0 / count if reduction == "mean" and count else 1.0

@@ -624,6 +624,15 @@ def serial_plan(op, prq, dtype, scale):
         kern = _KERNELS["rows_corr_grad"][1]
         pos = _unwanted(_F64, 1)
         return (P, R), lambda a, b, ga, gb: kern(a, b, pos, ga, gb, scale, 1)
-    kern = _KERNELS["rows_product"][1]  # elementwise: one row
-    pos = _unwanted(_F64, 2)
-    return (1, P * R * Q), lambda a, b, ga, gb: kern(a, b, pos, ga, gb, scale, 1, 1)
+    # the kernel and tiling product_loss_grad chooses for this shape, so that a planned call
+    # gives the same bits as the first, planned one
+    _, S, QB, _ = _plan(prq, dtype.itemsize)
+    if Q > 1:
+        kern = _KERNELS["strided_product"][1]
+        part = _unwanted(_F64, 3)
+        return prq, lambda a, b, ga, gb: kern(a, b, part, ga, gb, scale, S, QB, 1)
+    if P == 1:
+        S = max(S, -(-R // FLAT_RUN))
+    kern = _KERNELS["rows_product"][1]
+    part = _unwanted(_F64, 2)
+    return (P, R), lambda a, b, ga, gb: kern(a, b, part, ga, gb, scale, S, 1)
