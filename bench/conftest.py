@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from fastcorr._bench_run import check, prepare
+
 sys.path.insert(0, os.path.dirname(__file__))
 import workloads  # noqa: E402
 
@@ -71,25 +73,32 @@ def pytest_terminal_summary(terminalreporter, config):
             w(line)
 
 
-VARIANTS = [name for name, (_, backends, _) in workloads.IMPLS.items()
-            if workloads.BACKEND in backends]
+VARIANTS = [name for name, impl in workloads.IMPLS.items()
+            if workloads.BACKEND in impl.backends]
+
+
+def impl_benchmark(benchmark, impls, name, p, group, rounds, nbytes=None, bandwidth=None):
+    """Implementation `name` of `impls` on problem p, once its results match fastcorr's;
+    bandwidth(), where given, is measured just before the timing."""
+    why = impls[name].unavailable(p.backend)
+    if why:
+        pytest.skip(why)
+    data = p.inputs()
+    fn, sync, _, got = prepare(impls[name], p, data)
+    if not name.startswith("fastcorr"):
+        check(p, got, prepare(impls["fastcorr"], p, data)[3])
+    if bandwidth:
+        benchmark.extra_info["bandwidth_bytes_per_s"] = bandwidth()
+
+    def call():
+        fn()
+        sync()
+    run(benchmark, call, group, name, nbytes=nbytes, rounds=rounds)
 
 
 def op_benchmark(benchmark, bandwidth, op, axis, variant, rounds=7):
     """One operation at the default shape, by one implementation (fastcorr._bench.IMPLS)."""
     p = workloads.Problem(op, workloads.SHAPE, np.float32, axis, workloads.BACKEND)
-    why = workloads.unavailable(variant, p.backend)
-    if why:
-        pytest.skip(why)
-    data = p.inputs()
-    fn, sync, _ = workloads.prepare(variant, p, data)
-    if not variant.startswith("fastcorr"):
-        want, _, _ = workloads.prepare("fastcorr", p, data)
-        workloads.check(p, fn(), want())
-    benchmark.extra_info["bandwidth_bytes_per_s"] = bandwidth()
-
-    def call():
-        fn()
-        sync()
-    group = f"{op} axis={axis} {p.shape} {p.dtype} {p.backend}"
-    run(benchmark, call, group, variant, nbytes=p.nbytes, rounds=rounds)
+    impl_benchmark(benchmark, workloads.IMPLS, variant, p,
+                   f"{op} axis={axis} {p.shape} {p.dtype} {p.backend}", rounds,
+                   nbytes=p.nbytes, bandwidth=bandwidth)

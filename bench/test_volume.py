@@ -6,7 +6,7 @@ forward+backward and the fused loss. FASTCORR_BENCH_VOLUME=quick or tiny shrinks
 import os
 
 import pytest
-from conftest import run
+from conftest import impl_benchmark
 
 import workloads
 from fastcorr import _bench_volume as bv
@@ -19,14 +19,5 @@ SHAPE, PARAMS = {"quick": (bv.QUICK_SHAPE, bv.QUICK_PARAMS),
 @pytest.mark.parametrize("impl", list(bv.IMPLS))
 @pytest.mark.parametrize("op", bv.OPS)
 def test_volume(benchmark, op, impl):
-    why = bv.unavailable(impl, workloads.BACKEND)
-    if why:
-        pytest.skip(why)
     p = bv.Problem(op, SHAPE, PARAMS, backend=workloads.BACKEND)
-    data = p.inputs()
-    fn = bv.IMPLS[impl][0](p, *data)
-    got = fn()
-    if impl != "fastcorr":
-        want = bv.IMPLS["fastcorr"][0](p, *data)()
-        bv.check(p, bv._as_tuple(got), bv._as_tuple(want))
-    run(benchmark, fn, f"volume {op} {SHAPE} {PARAMS}", impl, rounds=5)
+    impl_benchmark(benchmark, bv.IMPLS, impl, p, f"volume {op} {SHAPE} {PARAMS}", rounds=5)

@@ -7,8 +7,7 @@ FASTCORR_BENCH_BACKEND=cuda runs the suite on the GPU.
 import os
 
 from fastcorr._bench import (  # noqa: F401
-    CLASSIC, IMPLS, SHAPE, STREAM_MIN, Problem, bandwidth, check, prepare, unavailable,
-    yardstick)
+    CLASSIC, IMPLS, SHAPE, STREAM_MIN, Problem, bandwidth, yardstick)
 
 SHAPE = tuple(int(s) for s in os.environ.get("FASTCORR_BENCH_SHAPE",
                                              ",".join(map(str, SHAPE))).split(","))

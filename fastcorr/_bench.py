@@ -1,23 +1,26 @@
-"""The benchmark workloads and peers, defined once for `fastcorr bench` and for `bench/`.
+"""The workloads of `fastcorr bench` and of `bench/`: the four operations along an axis of
+an NHWC tensor, the implementations that compute them, and the streaming bandwidth they are
+set against.
 
-A *problem* is one operation at one shape, dtype and axis on one backend. An *implementation*
-is fastcorr (with or without `out=`), the NumPy reference, or a peer that computes the same
-thing (PyTorch eager autograd, `torch.compile`, `jax.jit`, CuPy on the GPU). Each makes a
-zero-argument callable on data already where it computes; every peer's result is checked
-against fastcorr's before it is timed. Nothing here is imported by `import fastcorr`.
+Implementations: fastcorr (with or without `out=`), the NumPy reference, the peers that
+compute the same thing (PyTorch eager autograd, `torch.compile`, `jax.jit`, CuPy on the
+GPU, `tf.function`), and fastcorr's framework adapters against the framework's own autodiff.
 """
 
-import importlib.util
-import time
+import math
 from functools import lru_cache
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_tuple
 
 import fastcorr
 
+from . import _bench_run
+from ._bench_run import Impl, medians_of, nothing, placed, problem_of, run, times, torch_calls
+
 OPS = ("correlation", "correlation_vjp", "corr_loss_and_grad", "product_loss_and_grad")
-# Array passes each call makes at the memory-traffic floor (DESIGN.md section 1): two inputs
-# read, and the outputs written (the correlation output is 1/R of an input: not counted).
+# Array passes each call makes at the memory-traffic floor: two inputs read and two
+# gradients written; the correlation's own output is 1/R of an input, so it is not counted.
 PASSES = {"correlation": 2, "correlation_vjp": 4, "corr_loss_and_grad": 4,
           "product_loss_and_grad": 4}
 SHAPE = (8, 256, 256, 64)
@@ -25,141 +28,149 @@ QUICK_SHAPE = (2, 128, 128, 64)
 CLASSIC = (1, 3, 3, 4)
 
 
-class Problem:
+class Problem(_bench_run.Problem):
     def __init__(self, op, shape, dtype, axis, backend):
-        self.op, self.shape, self.axis, self.backend = op, tuple(shape), axis, backend
-        self.dtype = np.dtype(dtype)
+        super().__init__(op, shape, dtype, backend)
+        self.axis = axis
 
     @property
     def nbytes(self):
-        return PASSES[self.op] * int(np.prod(self.shape)) * self.dtype.itemsize
+        return PASSES[self.op] * math.prod(self.shape) * self.dtype.itemsize
 
-    def inputs(self, seed=0):
-        """a, b and (for the VJP) the upstream gradient, on the host."""
-        rng = np.random.default_rng(seed)
-        a = rng.standard_normal(self.shape, np.float32).astype(self.dtype)
-        b = rng.standard_normal(self.shape, np.float32).astype(self.dtype)
-        g = None
-        if self.op == "correlation_vjp":
-            g = rng.standard_normal(np.sum(a, axis=self.axis).shape, np.float32)
-            g = g.astype(self.dtype)
-        return a, b, g
+    def grad_shape(self):
+        if self.op != "correlation_vjp":
+            return None
+        ndim = len(self.shape)
+        reduced = range(ndim) if self.axis is None else normalize_axis_tuple(self.axis, ndim)
+        return tuple(n for i, n in enumerate(self.shape) if i not in reduced)
 
     def label(self):
         return f"{self.op} axis={self.axis}"
 
+    def fields(self):
+        return {**super().fields(), "axis": self.axis, "bytes": self.nbytes}
+
+
+def add_rates(rows):
+    """GB/s at the traffic floor, its fraction of the bandwidth measured before the row's
+    problem, and x numpy: the NumPy reference's median over the row's."""
+    ref = medians_of(rows, "numpy")
+    for r in rows:
+        t = ref.get(problem_of(r))
+        r["gb_per_s"] = r["bytes"] / r["median_s"] / 1e9
+        r["of_bandwidth"] = r["bytes"] / r["median_s"] / r["bandwidth_bytes_per_s"]
+        r["x_numpy"] = t / r["median_s"] if t else None
+
+
+def scaling(op, axis, shape, dtype, backends, names, repeats, say=_bench_run.progress):
+    """Time per call against problem size for one op and axis: NHWC (1, S, S, C), S doubling
+    from where call overhead dominates up to the size of `shape`, where bandwidth does."""
+    C, biggest = shape[-1], math.prod(shape)
+    sizes = []
+    side = 1
+    while side * side * C <= biggest:
+        sizes.append((1, side, side, C))
+        side *= 2
+    curves = {}
+    for backend in backends:
+        bw = bandwidth(backend, biggest, np.dtype(dtype))
+        rows, _ = run([Problem(op, size, dtype, axis, backend) for size in sizes], IMPLS,
+                      names, max(repeats, 9), budget=2.0, say=lambda m: say(f"scaling: {m}"))
+        lines = {}
+        for r in rows:
+            lines.setdefault(r["impl"], []).append(
+                {"shape": r["shape"], "bytes": r["bytes"], "median_s": r["median_s"]})
+        curves[backend] = {"bandwidth_bytes_per_s": bw, "lines": lines}
+    return {"op": op, "axis": axis, "dtype": dtype, "curves": curves}
+
 
 # --------------------------------------------------------------------------- implementations
-# make(problem, a, b, g) -> (fn, sync): fn() runs one call on data already in place and
-# returns its results; sync() waits for the device (a no-op on the CPU).
+# Each op is a function of (a, b) to compute (correlation) or to differentiate (the others).
+_DIFFERENTIATED = {"correlation": "correlation", "correlation_vjp": "correlation",
+                   "corr_loss_and_grad": "corr_loss", "product_loss_and_grad": "product_loss"}
 
 
-def _nothing():
-    pass
+def _plain(sum_):
+    """The functions as a user of an autodiff library writes them; sum_(t, axis) is its sum."""
+    def correlation(x, y, axis):
+        return sum_(x * y, axis)
+    return {"correlation": correlation,
+            "corr_loss": lambda x, y, axis: 0.5 * sum_(correlation(x, y, axis) ** 2, None),
+            "product_loss": lambda x, y, axis: 0.5 * sum_((x * y) ** 2, None)}
 
 
-def _cuda_sync():
-    from numba import cuda
+def _adapter(module):
+    """The same functions from one of fastcorr's framework adapters."""
+    return {name: getattr(module, name) for name in ("correlation", "corr_loss", "product_loss")}
 
-    cuda.synchronize()
+
+def _function(functions, p):
+    f = functions[_DIFFERENTIATED[p.op]]
+    return lambda x, y: f(x, y, p.axis)
 
 
-def _fastcorr(out):
+def _fastcorr(out=False, backend=None):
+    """fastcorr on the problem's backend, or on `backend` ("reference": the NumPy rows)."""
     def make(p, a, b, g):
-        backend = p.backend
-        if backend == "cuda":
-            a, b = _to_gpu_arrays(a, b)
-            g = None if g is None else _to_gpu_arrays(g)[0]
+        (a, b, g), sync = placed(p.backend, a, b, g)
         f = getattr(fastcorr, p.op)
         args = (a, b) if g is None else (a, b, g)
-        kw = {}
+        kw = {"backend": backend or p.backend}
         if out:
-            first = f(*args, p.axis, backend=backend)
+            first = f(*args, p.axis, **kw)
             kw["out"] = first if p.op == "correlation" else tuple(first[-2:])
-        fn = lambda: f(*args, p.axis, backend=backend, **kw)  # noqa: E731
-        return fn, (_cuda_sync if backend == "cuda" else _nothing)
+        return (lambda: f(*args, p.axis, **kw)), sync
     return make
 
 
-def _to_gpu_arrays(*xs):
-    """Host arrays as CuPy arrays where CuPy is installed, else as Numba device arrays."""
-    if _installed("cupy"):
-        import cupy
-
-        return [cupy.asarray(x) for x in xs]
-    from numba import cuda
-
-    return [cuda.to_device(x) for x in xs]
-
-
-def _numpy(p, a, b, g):
-    f = getattr(fastcorr, p.op)
-    args = (a, b) if g is None else (a, b, g)
-    return (lambda: f(*args, p.axis, backend="reference")), _nothing
-
-
-def _loss_expr(sum_, op, axis):
-    """The loss as a user of an autodiff library writes it."""
-    if op == "corr_loss_and_grad":
-        return lambda x, y: 0.5 * sum_(sum_(x * y, axis) ** 2)
-    if op == "product_loss_and_grad":
-        return lambda x, y: 0.5 * sum_((x * y) ** 2)
-    return lambda x, y: sum_(x * y, axis)  # correlation (and its VJP)
-
-
-def _torch(compile_):
+def _torch(how):
+    """PyTorch eager or torch.compile of the plain expression, or fastcorr.torch's autograd
+    Functions."""
     def make(p, a, b, g):
         import torch
 
-        dev = "cuda" if p.backend == "cuda" else "cpu"
-        f = _loss_expr(lambda t, ax=None: t.sum() if ax is None else t.sum(dim=ax), p.op,
-                       p.axis)
-        if compile_:
-            f = torch.compile(f)
-        x = torch.as_tensor(a, device=dev)
-        y = torch.as_tensor(b, device=dev)
-        sync = torch.cuda.synchronize if dev == "cuda" else _nothing
-        if p.op == "correlation":
-            def fn():
-                with torch.no_grad():
-                    return f(x, y)
-            return fn, sync
-        x.requires_grad_(True)
-        y.requires_grad_(True)
-        w = None if g is None else torch.as_tensor(g, device=dev)
+        if how == "adapter":
+            from fastcorr import torch as ft
 
-        def fn():
-            value = f(x, y)
-            ga, gb = torch.autograd.grad(value, (x, y), w)
-            return (ga, gb) if w is not None else (value, ga, gb)
-        return fn, sync
+            functions = _adapter(ft)
+        else:
+            functions = _plain(lambda t, ax: t.sum() if ax is None else t.sum(dim=ax))
+        f = _function(functions, p)
+        if how == "compile":
+            f = torch.compile(f)
+        return torch_calls(p, a, b, f, g, value=g is None)
     return make
 
 
-def _jax(p, a, b, g):
-    import jax
-    import jax.numpy as jnp
+def _jax(adapter):
+    """jax.jit of the plain expression, or of fastcorr.jax (custom_vjp through
+    pure_callback)."""
+    def make(p, a, b, g):
+        import jax
+        import jax.numpy as jnp
 
-    f = _loss_expr(lambda t, ax=None: jnp.sum(t, axis=ax), p.op, p.axis)
-    device = jax.devices("gpu" if p.backend == "cuda" else "cpu")[0]
-    x, y = jax.device_put(a, device), jax.device_put(b, device)
-    if p.op == "correlation":
-        run = jax.jit(f)
-        call = lambda: run(x, y)  # noqa: E731
-    elif p.op == "correlation_vjp":
-        run = jax.jit(lambda x, y, w: jax.vjp(f, x, y)[1](w))
-        w = jax.device_put(g, device)
-        call = lambda: run(x, y, w)  # noqa: E731
-    else:
-        vg = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
+        if adapter:
+            from fastcorr import jax as fj
 
-        def call():
-            value, (ga, gb) = vg(x, y)
-            return value, ga, gb
+            f = _function(_adapter(fj), p)
+        else:
+            f = _function(_plain(lambda t, ax: jnp.sum(t, axis=ax)), p)
+        device = jax.devices("gpu" if p.backend == "cuda" else "cpu")[0]
+        x, y = jax.device_put(a, device), jax.device_put(b, device)
+        if p.op == "correlation":
+            run_, args = jax.jit(f), (x, y)
+        elif p.op == "correlation_vjp":
+            run_ = jax.jit(lambda x, y, w: jax.vjp(f, x, y)[1](w))
+            args = (x, y, jax.device_put(g, device))
+        else:
+            vg = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
 
-    def fn():
-        return jax.block_until_ready(call())
-    return fn, _nothing
+            def fn():
+                value, (ga, gb) = jax.block_until_ready(vg(x, y))
+                return value, ga, gb
+            return fn, nothing
+        return (lambda: jax.block_until_ready(run_(*args))), nothing
+    return make
 
 
 def _cupy(p, a, b, g):
@@ -183,57 +194,7 @@ def _cupy(p, a, b, g):
     return fn, cupy.cuda.Device().synchronize
 
 
-def _adapter_torch(p, a, b, g):
-    """fastcorr.torch: the autograd Functions, forward and backward, in PyTorch."""
-    import torch
-
-    from fastcorr import torch as ft
-
-    dev = "cuda" if p.backend == "cuda" else "cpu"
-    x = torch.as_tensor(a, device=dev).requires_grad_(True)
-    y = torch.as_tensor(b, device=dev).requires_grad_(True)
-    sync = torch.cuda.synchronize if dev == "cuda" else _nothing
-    if p.op == "correlation":
-        def fn():
-            with torch.no_grad():
-                return ft.correlation(x, y, p.axis)
-        return fn, sync
-    w = None if g is None else torch.as_tensor(g, device=dev)
-    loss = {"correlation_vjp": ft.correlation, "corr_loss_and_grad": ft.corr_loss,
-            "product_loss_and_grad": ft.product_loss}[p.op]
-
-    def fn():
-        value = loss(x, y, p.axis)
-        ga, gb = torch.autograd.grad(value, (x, y), w)
-        return (ga, gb) if w is not None else (value, ga, gb)
-    return fn, sync
-
-
-def _adapter_jax(p, a, b, g):
-    """fastcorr.jax: custom_vjp through pure_callback, under jax.jit."""
-    import jax
-
-    from fastcorr import jax as fj
-
-    x, y = jax.device_put(a), jax.device_put(b)
-    if p.op == "correlation":
-        run = jax.jit(lambda x, y: fj.correlation(x, y, p.axis))
-        return (lambda: jax.block_until_ready(run(x, y))), _nothing
-    if p.op == "correlation_vjp":
-        run = jax.jit(lambda x, y, w: jax.vjp(lambda u, v: fj.correlation(u, v, p.axis),
-                                              x, y)[1](w))
-        w = jax.device_put(g)
-        return (lambda: jax.block_until_ready(run(x, y, w))), _nothing
-    loss = fj.corr_loss if p.op == "corr_loss_and_grad" else fj.product_loss
-    vg = jax.jit(jax.value_and_grad(lambda u, v: loss(u, v, p.axis), argnums=(0, 1)))
-
-    def fn():
-        value, (ga, gb) = jax.block_until_ready(vg(x, y))
-        return value, ga, gb
-    return fn, _nothing
-
-
-def _tf_call(adapter):
+def _tf(adapter):
     """TensorFlow's own autodiff of the plain expression, or fastcorr.tensorflow, in a
     tf.function."""
     def make(p, a, b, g):
@@ -242,128 +203,44 @@ def _tf_call(adapter):
         if adapter:
             from fastcorr import tensorflow as ftf
 
-            corr = ftf.correlation
-            losses = {"corr_loss_and_grad": ftf.corr_loss,
-                      "product_loss_and_grad": ftf.product_loss}
+            f = _function(_adapter(ftf), p)
         else:
-            corr = lambda x, y, axis: tf.reduce_sum(x * y, axis=axis)  # noqa: E731
-            losses = {op: _loss_expr(lambda t, ax=None: tf.reduce_sum(t, axis=ax), op,
-                                     p.axis) for op in ("corr_loss_and_grad",
-                                                        "product_loss_and_grad")}
-            losses = {op: (lambda f: lambda x, y, axis: f(x, y))(f) for op, f in
-                      losses.items()}
+            f = _function(_plain(lambda t, ax: tf.reduce_sum(t, axis=ax)), p)
         x, y = tf.constant(a), tf.constant(b)
         w = None if g is None else tf.constant(g)
 
         @tf.function(autograph=False)
-        def run(x, y):
+        def run_(x, y):
             if p.op == "correlation":
-                return corr(x, y, p.axis)
+                return f(x, y)
             with tf.GradientTape() as tape:
                 tape.watch([x, y])
-                value = corr(x, y, p.axis) if w is not None else losses[p.op](x, y, p.axis)
+                value = f(x, y)
             ga, gb = tape.gradient(value, [x, y], output_gradients=w)
             return (ga, gb) if w is not None else (value, ga, gb)
 
         def fn():
-            out = run(x, y)
+            out = run_(x, y)
             return tuple(t.numpy() for t in out) if isinstance(out, tuple) else out.numpy()
-        return fn, _nothing
+        return fn, nothing
     return make
 
 
-# name: (make, backends it runs on, the module it needs)
 IMPLS = {
-    "fastcorr out=": (_fastcorr(True), ("cpu", "cuda"), None),
-    "fastcorr": (_fastcorr(False), ("cpu", "cuda"), None),
-    "numpy": (_numpy, ("cpu",), None),
-    "torch": (_torch(False), ("cpu", "cuda"), "torch"),
-    "torch.compile": (_torch(True), ("cpu", "cuda"), "torch"),
-    "jax.jit": (_jax, ("cpu", "cuda"), "jax"),
-    "cupy": (_cupy, ("cuda",), "cupy"),
-    "tf.function": (_tf_call(False), ("cpu",), "tensorflow"),
-    # the framework adapters, against the framework's own autodiff above
-    "fastcorr.torch": (_adapter_torch, ("cpu", "cuda"), "torch"),
-    "fastcorr.jax": (_adapter_jax, ("cpu",), "jax"),
-    "fastcorr.tf": (_tf_call(True), ("cpu",), "tensorflow"),
+    "fastcorr out=": Impl(_fastcorr(out=True)),
+    "fastcorr": Impl(_fastcorr()),
+    "numpy": Impl(_fastcorr(backend="reference"), ("cpu",)),
+    "torch": Impl(_torch("eager"), needs="torch"),
+    "torch.compile": Impl(_torch("compile"), needs="torch"),
+    "jax.jit": Impl(_jax(adapter=False), needs="jax"),
+    "cupy": Impl(_cupy, ("cuda",), "cupy"),
+    "tf.function": Impl(_tf(adapter=False), ("cpu",), "tensorflow"),
+    "fastcorr.torch": Impl(_torch("adapter"), needs="torch"),
+    "fastcorr.jax": Impl(_jax(adapter=True), ("cpu",), "jax"),
+    "fastcorr.tf": Impl(_tf(adapter=True), ("cpu",), "tensorflow"),
 }
 PEERS = [name for name in IMPLS if not name.startswith("fastcorr")]
 ADAPTERS = [name for name in IMPLS if name.startswith("fastcorr.")]
-
-
-def _installed(module):
-    return importlib.util.find_spec(module) is not None
-
-
-def unavailable(name, backend):
-    """Why implementation `name` cannot run on `backend` here, or None."""
-    _, backends, module = IMPLS[name]
-    if backend not in backends:
-        return f"not a {backend} implementation"
-    if module and not _installed(module):
-        return f"{module} is not installed"
-    if backend == "cuda":
-        if module == "torch":
-            import torch
-
-            if not torch.cuda.is_available():
-                return "torch has no CUDA here"
-        if module == "jax":
-            import jax
-
-            try:
-                jax.devices("gpu")
-            except RuntimeError:
-                return "jax has no GPU backend here"
-    return None
-
-
-def host(x):
-    """A result of any implementation as a float64 NumPy array."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    elif hasattr(x, "copy_to_host"):
-        x = x.copy_to_host()
-    elif hasattr(x, "get"):
-        x = x.get()
-    return np.asarray(x, np.float64)
-
-
-def check(p, got, want):
-    """A peer's results must match fastcorr's before its time counts."""
-    got = got if isinstance(got, tuple) else (got,)
-    want = want if isinstance(want, tuple) else (want,)
-    if len(got) != len(want):
-        raise AssertionError(f"{len(got)} results, fastcorr gives {len(want)}")
-    tol = 1e-3 if p.dtype == np.float32 else 1e-9
-    for g, w in zip(got, want):
-        g, w = host(g), host(w)
-        scale = max(1.0, float(np.max(np.abs(w)))) if w.size else 1.0
-        np.testing.assert_allclose(g.reshape(w.shape), w, rtol=tol, atol=tol * 0.1 * scale)
-
-
-def prepare(name, p, data):
-    """(fn, sync, seconds of the first call): the first call compiles, so it is timed alone."""
-    make = IMPLS[name][0]
-    fn, sync = make(p, *data)
-    t = time.perf_counter()
-    fn()
-    sync()
-    return fn, sync, time.perf_counter() - t
-
-
-def times(fn, sync, repeats, budget=None):
-    """Seconds per call, repeats of them (fewer if budget seconds run out after three)."""
-    out = []
-    start = time.perf_counter()
-    for i in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t)
-        if budget is not None and i >= 2 and time.perf_counter() - start > budget:
-            break
-    return out
 
 
 # --------------------------------------------------------------------------- bandwidth
@@ -390,7 +267,7 @@ def triad(n, dtype=np.float32):
 
 def device_copy(n, dtype=np.float32):
     """A device-to-device copy of n elements: the GPU's streaming bandwidth, counted as 2
-    arrays. Returns (fn, bytes per call)."""
+    arrays. Returns (fn, bytes per call); fn waits for the device."""
     from numba import cuda
 
     src = cuda.to_device(np.ones(n, dtype))
@@ -398,6 +275,7 @@ def device_copy(n, dtype=np.float32):
 
     def fn():
         dst.copy_to_device(src)
+        cuda.synchronize()
     fn()
     return fn, 2 * n * np.dtype(dtype).itemsize
 
@@ -409,19 +287,12 @@ STREAM_MIN = 1 << 25
 
 @lru_cache(maxsize=4)
 def yardstick(backend, n, dtype):
-    """(fn, bytes per call) of the bandwidth yardstick; fn waits for the device."""
-    if backend != "cuda":
-        return triad(n, dtype)
-    copy, nbytes = device_copy(n, dtype)
-
-    def fn():
-        copy()
-        _cuda_sync()
-    return fn, nbytes
+    """(fn, bytes per call) of the bandwidth yardstick."""
+    return (device_copy if backend == "cuda" else triad)(n, dtype)
 
 
 def bandwidth(backend, n, dtype=np.float32, repeats=9):
     """Bytes per second of the streaming yardstick of a backend (for problems of n
     elements), measured now."""
     fn, nbytes = yardstick(backend, max(n, STREAM_MIN), np.dtype(dtype))
-    return nbytes / float(np.median(times(fn, _nothing, repeats)))
+    return nbytes / float(np.median(times(fn, nothing, repeats)))

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from fastcorr import _bench, cli
+from fastcorr._bench_run import check, prepare
 
 
 def test_bench_json_table_and_skipped_peers(tmp_path, capsys):
@@ -54,13 +55,12 @@ def test_bench_plot(tmp_path):
 def test_bench_checks_peers_before_timing_them():
     p = _bench.Problem("corr_loss_and_grad", (2, 3, 4), "float32", 1, "cpu")
     data = p.inputs()
-    fn, _, _ = _bench.prepare("fastcorr", p, data)
-    want = fn()
-    ref, _, _ = _bench.prepare("numpy", p, data)
-    _bench.check(p, ref(), want)
+    *_, want = prepare(_bench.IMPLS["fastcorr"], p, data)
+    *_, got = prepare(_bench.IMPLS["numpy"], p, data)
+    check(p, got, want)
     wrong = (want[0], want[1] * 1.01, want[2])
     with pytest.raises(AssertionError):
-        _bench.check(p, wrong, want)
+        check(p, wrong, want)
 
 
 def test_bad_arguments_are_refused(capsys):
@@ -94,6 +94,14 @@ def test_bench_volume(tmp_path, capsys):
     assert "numpy" in text and "memory" in text
     assert "spatial-correlation-sampler" in text  # a row, or skipped with the reason
     data = json.loads(path.read_text())
-    names = {(r["op"], r["name"]) for r in data["results"] if "times" in r}
+    names = {(r["op"], r["impl"]) for r in data["results"]}
     assert ("forward", "fastcorr") in names and ("loss_and_grad", "numpy") in names
     assert data["memory_bytes"]["volume"] == 1 * 8 * 9 * 9 * 4
+    # the row format of `fastcorr bench`, less what only its table shows
+    for r in data["results"]:
+        assert r["calls"] == len(r["times"]) == 2 and r["shape"] == [1, 8, 9, 3]
+        assert r["q1_s"] <= r["median_s"] <= r["q3_s"] and r["first_call_s"] >= 0
+        if r["impl"] == "fastcorr":
+            assert r["x_fastcorr"] == pytest.approx(1.0)
+    for s in data["skipped"]:
+        assert s["impl"] == "spatial-correlation-sampler" and "installed" in s["why"]
