@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._api import _layout
+from ._layout import layout as _layout
 from ._validate import broadcast_shapes, normalize_axes
 
 

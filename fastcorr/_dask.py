@@ -19,10 +19,9 @@ import operator
 import dask.array as da
 import numpy as np
 
-import fastcorr
-
 from . import reference
-from ._api import _kernels, _layout
+from ._kernels import load
+from ._layout import layout
 from ._validate import (
     BACKENDS,
     NO_REDUCTION,
@@ -42,9 +41,9 @@ _F64 = np.dtype(np.float64)
 # --------------------------------------------------------------------------- one task
 
 
-def _task(name, *args, **kw):
-    """fastcorr.<name>(*args, **kw) on one chunk, the CPU kernels on this thread alone."""
-    f = getattr(fastcorr, name)
+def _task(f, *args, **kw):
+    """The public function f(*args, **kw) on one chunk, the CPU kernels on this thread
+    alone."""
     if type(args[0]) is not np.ndarray or kw.get("backend") == "reference":
         return f(*args, **kw)
     import numba
@@ -57,9 +56,9 @@ def _task(name, *args, **kw):
         numba.set_num_threads(threads)
 
 
-def _task_tuple(name, *args, **kw):
+def _task_tuple(f, *args, **kw):
     """_task, its result always a tuple (a loss alone becomes a 1-tuple)."""
-    result = _task(name, *args, **kw)
+    result = _task(f, *args, **kw)
     return result if isinstance(result, tuple) else (result,)
 
 
@@ -75,7 +74,8 @@ class _Lazy:
     """The checked arguments of one call on Dask arrays: a and b broadcast against each
     other, in the compute dtype, with common chunks."""
 
-    def __init__(self, func, a, b, axis, backend, reduction=NO_REDUCTION, out=None):
+    def __init__(self, api, func, a, b, axis, backend, reduction=NO_REDUCTION, out=None):
+        self.api = api  # the public functions, by name: what each task runs
         check_choice(func, "backend", backend, BACKENDS)
         if reduction is not NO_REDUCTION:
             check_choice(func, "reduction", reduction, REDUCTIONS)
@@ -88,7 +88,7 @@ class _Lazy:
         self.shape = broadcast_shape(func, a.shape, b.shape)
         self.axes = normalize_axes(func, axis, len(self.shape))
         if backend == "cuda":  # refused now, not when the graph runs
-            _kernels("cuda", func)
+            load("cuda", func)
         self.func, self.backend, self.reduction = func, backend, reduction
         self.shape_a, self.shape_b = a.shape, b.shape
         a, b = a.astype(self.dtype), b.astype(self.dtype)  # lazy; no-ops when already so
@@ -96,7 +96,7 @@ class _Lazy:
             a, b = da.broadcast_arrays(a, b)
         self.a, self.b = _unify(a, b)
         self.ndim = len(self.shape)
-        self.layout = _layout(self.shape, self.axes)  # kept, reduced, positions
+        self.layout = layout(self.shape, self.axes)  # kept, reduced, positions
         self.positions = self.layout.positions
         # the reduced axes in as many chunks as they have, each of size 1
         self.kept_chunks = tuple((1,) * len(c) if i in self.axes else c
@@ -146,7 +146,7 @@ def _unify(a, b):
 
 def _per_chunk(call, name, *arrays, **kw):
     """fastcorr.<name> on every chunk of the broadcast inputs: an array of result tuples."""
-    return da.map_blocks(_task_tuple, name, *arrays, call.axes, **kw, dtype=object,
+    return da.map_blocks(_task_tuple, call.api[name], *arrays, call.axes, **kw, dtype=object,
                          meta=np.empty((0,) * call.ndim, object))
 
 
@@ -176,7 +176,8 @@ def _positions_sum(parts, i, call):
 def _correlation(call):
     """The correlation with the reduced axes kept (size 1), float64 where it is summed over
     chunks of a split axis, else in the compute dtype."""
-    partial = da.map_blocks(_task, "correlation", call.a, call.b, call.axes, keepdims=True,
+    partial = da.map_blocks(_task, call.api["correlation"], call.a, call.b, call.axes,
+                            keepdims=True,
                             backend=call.backend, chunks=call.kept_chunks, dtype=call.dtype,
                             meta=call.meta(call.dtype))
     if not call.split:
@@ -198,18 +199,23 @@ def _squeeze(call, x):
 # --------------------------------------------------------------------------- the functions
 
 
-def correlation(a, b, axis=-1, *, keepdims=False, out=None, backend="auto"):
-    call = _Lazy("correlation", a, b, axis, backend, out=out)
-    corr = _correlation(call).astype(call.result)
-    return corr if keepdims else _squeeze(call, corr)
-
-
-def correlation_vjp(a, b, grad, axis=-1, *, out=None, backend="auto"):
-    call = _Lazy("correlation_vjp", a, b, axis, backend, out=out)
-    g = _Lazy._dask(call.func, "grad", grad)
-    target = call.layout.grad_target(call.func, g.shape)
-    g = da.broadcast_to(g, target).reshape(call.layout.kept).rechunk(call.one_chunks)
-    return call.grads(*_vjp(call, g))
+def run(api, func, a, b, axis=-1, *, grad=None, keepdims=False, reduction=NO_REDUCTION,
+        out=None, backend="auto"):
+    """The public function `func` on Dask arrays (any input may be one): its graph, checked
+    when it is built. api: the public functions by name, which the tasks run on chunks."""
+    call = _Lazy(api, func, a, b, axis, backend, reduction, out)
+    if func == "correlation":
+        corr = _correlation(call).astype(call.result)
+        return corr if keepdims else _squeeze(call, corr)
+    if func == "correlation_vjp":
+        g = _Lazy._dask(func, "grad", grad)
+        target = call.layout.grad_target(func, g.shape)
+        g = da.broadcast_to(g, target).reshape(call.layout.kept).rechunk(call.one_chunks)
+        return call.grads(*_vjp(call, g))
+    grads = func.endswith("_and_grad")
+    if func.startswith("corr_loss"):
+        return _corr_loss(call, grads)
+    return _fused(call, "product_loss", grads)
 
 
 def _corr_loss(call, grads):
@@ -246,20 +252,3 @@ def _fused(call, op, grads):
         s = call.scale()
         ga, gb = ga * s, gb * s
     return (loss, *call.grads(ga, gb))
-
-
-def corr_loss(a, b, axis=-1, *, reduction="sum", backend="auto"):
-    return _corr_loss(_Lazy("corr_loss", a, b, axis, backend, reduction), grads=False)
-
-
-def corr_loss_and_grad(a, b, axis=-1, *, reduction="sum", out=None, backend="auto"):
-    return _corr_loss(_Lazy("corr_loss_and_grad", a, b, axis, backend, reduction, out), True)
-
-
-def product_loss(a, b, axis=-1, *, reduction="sum", backend="auto"):
-    return _fused(_Lazy("product_loss", a, b, axis, backend, reduction), "product_loss", False)
-
-
-def product_loss_and_grad(a, b, axis=-1, *, reduction="sum", out=None, backend="auto"):
-    return _fused(_Lazy("product_loss_and_grad", a, b, axis, backend, reduction, out),
-                  "product_loss", True)

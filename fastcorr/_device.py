@@ -1,20 +1,21 @@
-"""The public functions on CUDA: device arrays of any library read in place, results handed
-back as arrays of that library. Imported only when CUDA is in use.
+"""The device executor: CUDA arrays of any library, read in place, and the CUDA kernels
+(docs/design.md, "Executors"). Imported only when CUDA is in use.
 
 Inputs are described by their `__cuda_array_interface__` (pointer, shape, byte strides,
-dtype). The axis and broadcast arithmetic of `_api._Layout` is done on a *shadow*: a NumPy
-view with the same shape and strides over a one-element buffer, which is never read. Whatever
-NumPy can express as a view of the input (broadcasting, transposing, merging axes) becomes a
-strided Numba view of the same device memory; the rest (axes that cannot be merged, a dtype to
-convert) is copied once on the device by `transfer`, which also sums the gradients of broadcast
-inputs back to their shapes, casts results, and writes into `out`.
+dtype). The layout arithmetic (fastcorr._layout) runs on a *shadow*: a NumPy view with the
+same shape and strides over a one-element buffer, which is never read. Whatever NumPy can
+express as a view of the input (broadcasting, transposing, merging axes) becomes a strided
+view of the same device memory (a `Buf`); the rest (axes that cannot be merged, a dtype to
+convert) is copied once on the device by the `transfer` kernel, which also sums the gradients
+of broadcast inputs back to their shapes, casts results, and writes into `out`.
 
 Results are allocated by the inputs' own library (CuPy, PyTorch, or Numba for Numba device
 arrays and anything else with the interface), and kernels run on that library's current
 stream, so a call queues work like any other operation of the library and does not
 synchronise; the loss is a 0-d array of that library. NumPy input with backend="cuda" is
-uploaded, computed the same way, and copied back.
+uploaded, computed the same way, and copied back (`host=True`).
 """
+
 
 import math
 
@@ -22,8 +23,15 @@ import numpy as np
 from numba import cuda
 from numba.core import config
 
-from ._kernels import cuda as kernels
-from ._validate import check_grad_out, check_out, check_real
+from ._kernels import load
+from ._validate import (
+    as_host_array,
+    check_grad_out,
+    check_out,
+    check_real,
+    is_device_array,
+    same_device,
+)
 
 _SIMULATOR = bool(config.ENABLE_CUDASIM)
 _F64 = np.dtype(np.float64)
@@ -95,6 +103,12 @@ class Buf:
         flat = Buf(self.ptr + lo * item, (hi - lo + 1,), (item,), self.dtype, self.readonly,
                    self.owner)
         return flat, -lo, steps
+
+    def whole(self):
+        """Whether this C-ordered view spans all of the array it views."""
+        own = Buf.of(self.owner)
+        return (self.ptr == own.ptr and self.size == own.size
+                and self.strides == _c_strides(self.shape, self.dtype.itemsize))
 
     def bounds(self):
         flat, _, _ = self.span()
@@ -194,58 +208,170 @@ def to_device(x):
     return cuda.to_device(x if x.flags.c_contiguous else x.copy())
 
 
-# --------------------------------------------------------------------------- one call
+# --------------------------------------------------------------------------- the executor
 
 
-class DeviceCall:
-    """The device side of one public call: its operands as kernel views, its outputs.
+class Device:
+    host = False  # results are arrays of the inputs' library (NumPy for host=True)
 
-    call: the checked `_api._Call` (layout, dtypes, function name); a, b: the device arrays;
-    host: True for NumPy input with backend="cuda" (results are copied back)."""
-
-    def __init__(self, call, a, b, host):
-        self.call, self.layout, self.host = call, call.layout, host
+    def __init__(self, call, a, b, host=False):
+        if host:  # NumPy input with backend="cuda": uploaded here, results copied back
+            a, b = to_device(a), to_device(b)
+        self.call, self.lay, self.func = call, call.layout, call.func
+        self.dtype, self.result, self.host = call.dtype, call.result, host
         self.lib = library(a)
         self.stream = self.lib.stream
         self.a, self.b = Buf.of(a), Buf.of(b)
-        self.kernels = kernels
+        self.kernels = load("cuda")
+
+    def run(self, name, *args):
+        args = [x.numba() if isinstance(x, Buf) else x for x in args]
+        return getattr(self.kernels, name)(*args, stream=self.stream)
+
+    def empty(self, shape, dtype=None):
+        return Buf.of(self.lib.empty(shape, dtype or self.dtype))
+
+    def zeros(self, shape, dtype=None):
+        return Buf.of(self.lib.zeros(shape, dtype or self.dtype))
 
     # --- inputs
 
-    def operand(self, buf):
-        """buf as the (P, R, Q) Numba array of the compute dtype: a view where one exists."""
-        lay, dtype = self.layout, self.call.dtype
-        shadow, base = buf.shadow()
-        nd = lay.nd(shadow)
-        if buf.dtype == dtype:
-            try:
-                return buf.view(nd.reshape(lay.prq, copy=False), base).numba()
-            except ValueError:  # the axes cannot be merged in place
-                pass
-        copy = self.lib.empty(nd.shape, dtype)
-        self.transfer(buf.view(nd, base), Buf.of(copy))
-        return Buf.of(copy).reshape(lay.prq).numba()
-
     def operands(self):
-        return self.operand(self.a), self.operand(self.b)
+        """a and b as (P, R, Q) Bufs of the compute dtype: views where they exist."""
+        return tuple(self._operand(x) for x in (self.a, self.b))
 
-    def grad_input(self, g):
-        """The upstream gradient of correlation_vjp as a (P, Q) float64 Numba array."""
-        lay = self.layout
-        buf = Buf.of(g)
-        target = lay.grad_target(self.call.func, buf.shape)
-        check_real(self.call.func, "grad", buf.dtype)
+    def _operand(self, buf):
+        buf = self.contiguous(buf, keep=True)  # converted in its own shape, not broadcast
         shadow, base = buf.shadow()
-        shadow = np.broadcast_to(shadow, target)
-        g2 = self.lib.empty(target, _F64)
-        self.transfer(buf.view(shadow, base), Buf.of(g2))
-        return Buf.of(g2).reshape((lay.prq[0], lay.prq[2])).numba()
+        view = self.lay.as3d(shadow)
+        return buf.view(view, base) if view is not None else self.block(buf, ())
+
+    def volume_operands(self):
+        return self.contiguous(self.a, keep=True), self.contiguous(self.b, keep=True)
+
+    def upstream(self, grad, target_of):
+        """grad (a device array; a host one for host=True) broadcast to its target shape
+        (target_of(shape)), as a Buf view."""
+        if self.host == is_device_array(grad):
+            raise TypeError(same_device(self.func, "grad", not self.host))
+        if self.host:
+            grad = to_device(as_host_array(grad, "grad", self.func))
+        buf = Buf.of(grad)
+        check_real(self.func, "grad", buf.dtype)
+        shadow, base = buf.shadow()
+        return buf.view(np.broadcast_to(shadow, target_of(buf.shape)), base)
+
+    def contiguous(self, buf, dtype=None, keep=False):
+        """buf as a C-ordered Buf of `dtype` (the compute dtype): a copy, or buf itself where
+        keep and the dtype is already right (the kernels read any strides)."""
+        dtype = dtype or self.dtype
+        if keep and buf.dtype == dtype:
+            return buf
+        copy = self.empty(buf.shape, dtype)
+        self.transfer(buf, copy)
+        return copy
+
+    # --- outputs
+
+    def checked(self, out, shape, name="out"):
+        """out checked like a NumPy one; a device array unless the input was NumPy."""
+        if out is not None:
+            self._checked_buf(out, shape, name)
+        return out
+
+    def _checked_buf(self, out, shape, name):
+        if self.host:
+            check_out(self.func, out, shape, self.result, name)
+            return out
+        if not is_device_array(out):
+            raise TypeError(same_device(self.func, name, True))
+        buf = Buf.of(out)
+        check_out(self.func, buf, shape, self.result, name, host=False)
+        if buf.readonly:
+            raise ValueError(f"{self.func}: {name} is read-only")
+        return buf
+
+    def checked_pair(self, out, shapes):
+        return check_grad_out(self.func, out, shapes, self.result, check=self._checked_buf,
+                              overlap=None if self.host else _overlap)
+
+    def target(self, out, kshape, direct=True, reads=()):
+        """out itself as the kernel's Buf of kshape where it can be (C-ordered, the compute
+        dtype, sharing no memory with anything the kernels read), else a new Buf."""
+        if direct and out is not None and not self.host:
+            buf = Buf.of(out)
+            if (buf.dtype == self.dtype and buf.strides == _c_strides(buf.shape, buf.dtype.itemsize)
+                    and not any(_overlap(buf, x) for x in (self.a, self.b, *reads))):
+                return buf.reshape(kshape)
+        return self.empty(kshape)
+
+    def deliver(self, work, shape, out, square=False, factor=1.0):
+        """The kernel's Buf `work` as a result of `shape`: out itself where the kernel wrote
+        it, else an array of the result dtype (of the inputs' library, or NumPy for host=True)
+        or written into out; factor * work (or work**2 if square) for per-position losses."""
+        if out is not None and not self.host and _overlap(work, Buf.of(out)):
+            return out
+        work = work.reshape(shape)
+        if (out is None and work.dtype == self.result and not square and factor == 1.0
+                and work.whole()):
+            return self._finish(work.owner.reshape(shape), None)  # any library's arrays
+        return self._into(work, shape, out, square, factor)
+
+    def deliver_grad(self, work, shape, out):
+        """A (P, R, Q) gradient Buf in an input's shape, summed over its broadcast axes."""
+        if self.lay.direct(shape):
+            return self.deliver(work, shape, out)
+        shadow, base = work.shadow()
+        return self._into(work.view(self.lay.nd_back(shadow), base), shape, out)
+
+    def _into(self, src, shape, out, square=False, factor=1.0):
+        """src cast (and summed over broadcast axes) into out, or a new array of `shape`."""
+        y = out if out is not None and not self.host else self.lib.empty(shape, self.result)
+        self.transfer(src, Buf.of(y), square, factor)
+        return self._finish(y, out)
+
+    def _finish(self, y, out):
+        if not self.host:
+            return y
+        if out is None:
+            return y.copy_to_host()
+        out[...] = y.copy_to_host()
+        return out
+
+    def loss(self, total, divisor):
+        """The summed loss total[0] divided (for a mean), as a 0-d array of the result
+        dtype (a NumPy scalar for host=True)."""
+        y = self.lib.empty((), self.result)
+        self.kernels.finish_loss(total.numba(), divisor, Buf.of(y).numba(), stream=self.stream)
+        return y.copy_to_host()[()] if self.host else y
+
+    # --- blocks of broadcast operands (fastcorr._blocks)
+
+    def block(self, buf, box, dtype=None):
+        """The box of buf's broadcast, permuted view as a new C-ordered (P, R, Q) Buf."""
+        part = self.view(buf, lambda x: self.lay.nd(x)[box])
+        return self.contiguous(part, dtype).reshape(self.lay.grouped(part.shape))
+
+    def accumulate(self, src, dst):
+        """dst += src summed over the axes where dst has length 1 and src does not."""
+        self.transfer(src, dst, add=True)
+
+    def view(self, buf, f):
+        """The Buf that f makes of buf's shadow: f makes a view of a NumPy array."""
+        shadow, base = buf.shadow()
+        return buf.view(f(shadow), base)
+
+    def in_place(self):
+        """Whether `operands` are views, not copies."""
+        return all(x.dtype == self.dtype and self.lay.as3d(x.shadow()[0]) is not None
+                   for x in (self.a, self.b))
 
     # --- the device copy kernel
 
-    def transfer(self, src, dst, transform=0):
-        """dst[...] = src, cast to dst's dtype; src axes of length > 1 where dst has length 1
-        (or is missing in front) are summed: the gradient of a broadcast input."""
+    def transfer(self, src, dst, square=False, factor=1.0, add=False):
+        """dst[...] (+)= factor * src (or src**2), cast to dst's dtype; src axes of length > 1
+        where dst has length 1 (or is missing in front) are summed: the gradient of a
+        broadcast input."""
         if dst.size == 0:
             return
         nd = len(src.shape)
@@ -260,254 +386,4 @@ class DeviceCall:
         shape = tuple(1 if i in summed else src.shape[i] for i in range(nd)) or (1,)
         sstr, dstr = tuple(sstr) or (0,), tuple(dstr) or (0,)
         self.kernels.transfer(sflat.numba(), s0, dflat.numba(), d0, shape, sstr, dstr, rshape,
-                              rstr, transform, self.stream)
-
-    # --- outputs
-
-    def out_buf(self, out, shape, name="out"):
-        """A device `out` checked like a NumPy one, as a Buf."""
-        if self.host:
-            return None
-        if not (hasattr(out, "__cuda_array_interface__") or getattr(out, "__cuda_ndarray__",
-                                                                        False)):
-            raise TypeError(f"{self.call.func}: {name} is a host array and the inputs are CUDA "
-                            "device arrays; give a device array of the inputs' library")
-        buf = Buf.of(out)
-        check_out(self.call.func, buf, shape, self.call.result, name, host=False)
-        if buf.readonly:
-            raise ValueError(f"{self.call.func}: {name} is read-only")
-        return buf
-
-    def deliver(self, x, shape, out, transform=0):
-        """x (a contiguous array of the lib) as `shape` in the result dtype, or written into
-        out; on the host for NumPy input."""
-        result = self.call.result
-        if out is None and Buf.of(x).dtype == result and transform == 0:
-            y = x.reshape(shape)  # Numba, CuPy and torch arrays alike
-        else:
-            y = out if out is not None else self.lib.empty(shape, result)
-            self.transfer(Buf.of(x).reshape(shape), Buf.of(y), transform)
-        return y.copy_to_host() if self.host else y
-
-    def grad_output(self, g3, shape, out):
-        """A (P, R, Q) gradient back in an input's shape, summed over its broadcast axes."""
-        lay = self.layout
-        if lay.perm is None and shape == lay.shape:
-            return self.deliver(g3, shape, out)
-        shadow, base = Buf.of(g3).shadow()
-        nd = lay.nd_back(shadow)
-        y = out if out is not None else self.lib.empty(shape, self.call.result)
-        self.transfer(Buf.of(g3).view(nd, base), Buf.of(y))
-        return y.copy_to_host() if self.host else y
-
-    def direct(self, buf):
-        """An out= array itself as the kernels' (P, R, Q) gradient, where its layout allows."""
-        lay = self.layout
-        if (buf.dtype != self.call.dtype or buf.shape != lay.shape
-                or lay.perm is not None or buf.strides != _c_strides(buf.shape, buf.dtype.itemsize)
-                or _overlap(buf, self.a) or _overlap(buf, self.b)):
-            return None
-        return buf.reshape(lay.prq).numba()
-
-    def loss(self, total, divisor):
-        y = self.lib.empty((), self.call.result)
-        self.kernels.finish_loss(Buf.of(total).numba(), divisor, Buf.of(y).numba(), self.stream)
-        return y.copy_to_host()[()] if self.host else y
-
-
-# --------------------------------------------------------------------------- the functions
-
-
-def correlation(call, dev, keepdims, out):
-    lay = call.layout
-    shape = lay.kept if keepdims else lay.reduced
-    out_buf = dev.out_buf(out, shape) if out is not None else None
-    P, R, Q = lay.prq
-    target = dev.lib.zeros((P, Q), call.dtype) if lay.empty else dev.lib.empty((P, Q), call.dtype)
-    if not lay.empty:
-        kernels.correlation(*dev.operands(), Buf.of(target).numba(), dev.stream)
-    return dev.deliver(target, shape, None if out_buf is None else out)
-
-
-def _grads(call, dev, out, run):
-    """Allocate or take the gradient outputs, run(a3, b3, ga3, gb3), deliver the gradients."""
-    lay = call.layout
-    outs = [None, None]
-    if out is not None and not dev.host:
-        check_grad_out(call.func, out, (dev.a.shape, dev.b.shape), call.result,
-                       check=dev.out_buf, overlap=_overlap)
-        outs = list(out)
-    grads = []
-    for x, o in zip((dev.a, dev.b), outs):
-        direct = dev.direct(Buf.of(o)) if o is not None else None
-        alloc = dev.lib.zeros if lay.empty else dev.lib.empty
-        grads.append((direct, o, None if direct is not None else alloc(lay.prq, call.dtype)))
-    if not lay.empty:
-        a3, b3 = dev.operands()
-        run(a3, b3, *[d if d is not None else Buf.of(t).numba() for d, _, t in grads])
-    return tuple(o if d is not None else dev.grad_output(t, x.shape, o)
-                 for (d, o, t), x in zip(grads, (dev.a, dev.b)))
-
-
-def correlation_vjp(call, dev, grad, out):
-    g2 = dev.grad_input(grad)
-    return _grads(call, dev, out, lambda a3, b3, ga3, gb3:
-                  kernels.correlation_vjp(a3, b3, g2, ga3, gb3, dev.stream))
-
-
-def loss_and_grad(call, dev, op, reduction, out, want_grads):
-    """The loss (0-d, or per position for reduction="none"), with the gradients if wanted."""
-    lay = call.layout
-    P, R, Q = lay.prq
-    kernel = kernels.corr_loss_grad if op.startswith("corr_loss") else kernels.product_loss_grad
-    pos = dev.lib.zeros((P, Q), _F64) if reduction == "none" else None
-    total = dev.lib.zeros((1,), _F64)
-    scale = call.scale(reduction)
-
-    def run(a3, b3, ga3=None, gb3=None):
-        kernel(a3, b3, scale, None if pos is None else Buf.of(pos).numba(), ga3, gb3,
-               Buf.of(total).numba(), dev.stream)
-
-    if want_grads:
-        grads = _grads(call, dev, out, run)
-    else:
-        grads = ()
-        if not lay.empty:
-            run(*dev.operands())
-    if reduction == "none":
-        loss = dev.deliver(pos, lay.reduced, None, 1 if op.startswith("corr_loss") else 2)
-    else:
-        loss = dev.loss(total, lay.positions if reduction == "mean" else 1.0)
-    return (loss, *grads) if want_grads else loss
-
-
-# --------------------------------------------------------------------------- the cost volume
-# `call` is a checked `_volume._VolumeCall`; the kernels read the inputs in place, whatever
-# their strides, and results go through `deliver` (cast, out=, host copy) like the rest.
-
-
-def _volume_kernels():
-    from ._kernels import volume_cuda
-
-    return volume_cuda
-
-
-def _volume_operand(dev, buf, dtype):
-    """buf as a Buf of the compute dtype: itself, or a contiguous copy."""
-    if buf.dtype == dtype:
-        return buf
-    copy = dev.lib.empty(buf.shape, dtype)
-    dev.transfer(buf, Buf.of(copy))
-    return Buf.of(copy)
-
-
-def _volume_grad_input(call, dev, grad):
-    if dev.host:
-        grad = to_device(np.asarray(grad))
-    elif not (hasattr(grad, "__cuda_array_interface__") or getattr(grad, "__cuda_ndarray__",
-                                                                    False)):
-        raise TypeError(f"{call.func}: grad is a host array and the inputs are CUDA device "
-                        "arrays; give a device array of the inputs' library")
-    buf = Buf.of(grad)
-    check_real(call.func, "grad", buf.dtype)
-    shape = call.geo.out_shape
-    try:
-        shadow, base = buf.shadow()
-        shadow = np.broadcast_to(shadow, shape)
-    except ValueError:
-        raise ValueError(f"{call.func}: grad has shape {buf.shape}; expected the volume's "
-                         f"shape {shape} or one that broadcasts to it") from None
-    return _active(call, dev, buf.view(shadow, base)).numba()
-
-
-def _active(call, dev, buf):
-    """The part of a volume-shaped Buf that the kernels compute, as an (N, Ho', Wo', D')
-    Buf of the compute dtype: a view where one exists, else a contiguous copy."""
-    geo = call.geo
-    if geo.crop is None:
-        return _volume_operand(dev, buf, call.dtype)
-    shadow, base = buf.shadow()
-    part = buf.view(geo.cropped(shadow), base)
-    if part.dtype == call.dtype:
-        try:
-            return part.reshape(geo.active_shape)
-        except ValueError:  # a sub-grid of the displacements: not one stride
-            pass
-    copy = dev.lib.empty(part.shape, call.dtype)
-    dev.transfer(part, Buf.of(copy))
-    return Buf.of(copy).reshape(geo.active_shape)
-
-
-def _volume_grads(call, dev, g, out, weight=1.0):
-    """Run the gradient kernel (g None: the fused loss) and deliver (grad_a, grad_b); returns
-    them with the float64 loss total."""
-    outs = (None, None)
-    if out is not None and not dev.host:
-        outs = check_grad_out(call.func, out, (call.shape, call.shape), call.result,
-                              check=dev.out_buf, overlap=_overlap)
-    ga, gb = (dev.lib.empty(call.shape, call.dtype) for _ in range(2))
-    total = dev.lib.zeros((1,), _F64)
-    if ga.size:
-        a, b = (_volume_operand(dev, x, call.dtype).numba() for x in (dev.a, dev.b))
-        _volume_kernels().vjp(a, b, g, Buf.of(ga).numba(), Buf.of(gb).numba(),
-                              tuple(int(v) for v in call.geo.kparams), call.geo.scale, weight,
-                              Buf.of(total).numba(), dev.stream)
-    return (dev.deliver(ga, call.shape, outs[0]), dev.deliver(gb, call.shape, outs[1])), total
-
-
-def _volume_forward(call, dev, store=True):
-    """The volume as a contiguous array of the compute dtype (or None), and the loss total.
-    The kernels compute the outputs whose window reads the image (geo.kparams); the rest
-    are zeros."""
-    geo = call.geo
-    total = dev.lib.zeros((1,), _F64)
-    work = geo.active_shape if store else None
-    sub = dev.lib.zeros(work, call.dtype) if store else None
-    if math.prod(geo.active_shape) and call.shape[3]:
-        a, b = (_volume_operand(dev, x, call.dtype).numba() for x in (dev.a, dev.b))
-        _volume_kernels().forward(a, b, None if sub is None else Buf.of(sub).numba(),
-                                  tuple(int(v) for v in geo.kparams), geo.scale,
-                                  Buf.of(total).numba(), dev.stream)
-    if not store or geo.crop is None:
-        return sub, total
-    vol = dev.lib.zeros(geo.out_shape, call.dtype)
-    full = Buf.of(vol)
-    shadow, base = full.shadow()
-    part = full.view(geo.cropped(shadow), base)
-    dev.transfer(Buf.of(sub).reshape(part.shape), part)
-    return vol, total
-
-
-def volume(call, out):
-    dev = call.device
-    shape = call.geo.out_shape
-    out_buf = dev.out_buf(out, shape) if out is not None else None
-    vol, _ = _volume_forward(call, dev)
-    return dev.deliver(vol, shape, None if out_buf is None else out)
-
-
-def volume_vjp(call, grad, out):
-    dev = call.device
-    g = _volume_grad_input(call, dev, grad)
-    grads, _ = _volume_grads(call, dev, g, out)
-    return grads
-
-
-def volume_loss(call, reduction, want_grads, out):
-    dev = call.device
-    shape = call.geo.out_shape
-    count = math.prod(shape)
-    if reduction == "none":
-        vol, _ = _volume_forward(call, dev)
-        loss = dev.deliver(vol, shape, None, transform=1)
-        if not want_grads:
-            return loss
-        grads, _ = _volume_grads(call, dev, _active(call, dev, Buf.of(vol)).numba(), out)
-        return (loss, *grads)
-    divisor = count if reduction == "mean" else 1.0
-    if want_grads:
-        weight = 1.0 / count if reduction == "mean" and count else 1.0
-        grads, total = _volume_grads(call, dev, None, out, weight)
-        return (dev.loss(total, divisor), *grads)
-    _, total = _volume_forward(call, dev, False)
-    return dev.loss(total, divisor)
+                              rstr, square, float(factor), add, stream=self.stream)

@@ -1,4 +1,5 @@
-"""Argument checks shared by every public function: coercion, dtypes, axes, broadcasting, out.
+"""Argument checks shared by every public function: backends, coercion, dtypes, axes,
+broadcasting, out.
 
 Every check runs before anything is computed or written, and every message starts with the
 public function's name, so a bad call fails early, says where, and changes nothing.
@@ -22,6 +23,41 @@ def is_dask_array(x):
 def is_device_array(x):
     # Numba's CUDA simulator marks its device arrays with __cuda_ndarray__ only
     return hasattr(x, "__cuda_array_interface__") or getattr(x, "__cuda_ndarray__", False)
+
+
+def resolve_backend(func, a, b, backend):
+    """(backend, whether a and b are CUDA device arrays), refusing host and device arrays
+    mixed, device arrays on a host backend, and CUDA where it cannot run."""
+    check_choice(func, "backend", backend, BACKENDS)
+    device = False
+    if not (type(a) is np.ndarray and type(b) is np.ndarray):  # the common case, cheaply
+        dev_a, dev_b = is_device_array(a), is_device_array(b)
+        if dev_a != dev_b:
+            raise TypeError(f"{func}: {'a' if dev_a else 'b'} is a CUDA device array and the "
+                            "other input a host array; move both to the same device")
+        device = dev_a
+        if device and backend in ("cpu", "reference"):
+            raise TypeError(f"{func}: backend={backend!r} needs host arrays; the inputs are "
+                            "CUDA device arrays (use backend='cuda' or 'auto', or copy them "
+                            "to the host)")
+    if backend == "auto":
+        backend = "cuda" if device else "cpu"
+    if backend == "cuda":
+        from ._kernels import load
+
+        load("cuda", func)
+    return backend, device
+
+
+def same_device(func, name, on_device):
+    """The message for an array `name` that is not where the inputs are (on_device: they
+    are CUDA device arrays)."""
+    if on_device:
+        return (f"{func}: {name} must be on the same device as a and b: {name} is a host array "
+                "and the inputs are CUDA device arrays; give a device array of the inputs' "
+                "library")
+    return (f"{func}: {name} must be on the same device as a and b: {name} is a CUDA device "
+            "array and the inputs are host arrays")
 
 
 def as_host_array(x, name, func):
@@ -50,8 +86,8 @@ def weak(x, arr):
 
 
 def resolve_dtypes(func, dt_a, dt_b):
-    """(compute dtype, result dtype) for inputs of dtypes dt_a and dt_b (DESIGN.md section 2);
-    either may be a weak Python scalar (see `weak`)."""
+    """(compute dtype, result dtype) for inputs of dtypes dt_a and dt_b (float16 computes in
+    float32, integers and bools in float64); either may be a weak Python scalar (`weak`)."""
     if dt_a is dt_b and (dt_a is _F32 or dt_a is _F64):  # the common case, without result_type
         return dt_a, dt_a
     result = np.result_type(dt_a, dt_b)

@@ -6,11 +6,10 @@
 with (cy, cx) = (oy0 + y*stride1, ox0 + x*stride1) the window centre in the unpadded input,
 reads outside the input taken as zeros, and scale = 1/(kernel_size**2 * C) when normalising.
 Sizes, borders and padding follow Caffe's correlation layer and TensorFlow Addons'
-CorrelationCost; `Geometry` turns the parameters into the few integers the kernels take.
+CorrelationCost; `Geometry` turns the parameters into the named integers the kernels take.
 
-`_VolumeCall` checks one public call the way `_api._Call` does (the same messages, the same
-dtype rules) and dispatches it: "reference" to `fastcorr.reference`, "cpu" to
-`_kernels.volume_cpu`, "cuda" to `_kernels.volume_cuda` through `_device`.
+The four functions run on the executors of the six others (fastcorr._api: the same checks,
+messages and dtype rules); backend="reference" returns early with fastcorr.reference.
 """
 
 import math
@@ -19,22 +18,19 @@ import operator
 import numpy as np
 
 from . import reference
-from ._api import _kernels
+from ._api import arrays, executor, results
+from ._kernels.volume_index import VolumeGeometry
 from ._validate import (
-    BACKENDS,
     NO_REDUCTION,
     REDUCTIONS,
-    as_host_array,
     broadcast_shapes,
     check_choice,
-    check_grad_out,
-    check_out,
-    check_real,
     is_dask_array,
-    is_device_array,
+    resolve_backend,
     resolve_dtypes,
 )
 
+_F64 = np.dtype(np.float64)
 DIRECTIONS = ("2d", "x")
 
 
@@ -73,17 +69,25 @@ def _meeting(size, kr, o0, s1, n):
 
 
 class Geometry:
-    """The output shape and the kernels' int64 parameters for inputs of shape (N, H, W, C).
+    """The output shape, and the VolumeGeometry the kernels take (`kernel`), for inputs of
+    shape (N, H, W, C)."""
 
-    params: Ho, Wo, oy0, ox0, stride1, kernel radius, dy0, ny, dx0, nx, stride2: output (oy,
-    ox) is centred on input pixel (oy0 + oy*stride1, ox0 + ox*stride1) and displacement k is
-    (dy0 + (k // nx)*stride2, dx0 + (k % nx)*stride2)."""
-
-    __slots__ = ("out_shape", "params", "scale", "split", "crop", "kparams", "active_shape")
+    __slots__ = ("out_shape", "scale", "split", "crop", "kernel", "active_split",
+                 "active_shape")
 
     def cropped(self, x):
-        """The part of a volume-shaped array that the kernels compute (a view)."""
+        """The part of a volume-shaped array (or shadow) that the kernels compute: a view."""
         return x if self.crop is None else x.reshape(self.split)[self.crop]
+
+    def grad_target(self, func, shape):
+        """The volume's shape, where a grad of `shape` broadcasts to it."""
+        try:
+            if broadcast_shapes(tuple(shape), self.out_shape) == self.out_shape:
+                return self.out_shape
+        except ValueError:
+            pass
+        raise ValueError(f"{func}: grad has shape {tuple(shape)}; expected the volume's shape "
+                         f"{self.out_shape} or one that broadcasts to it")
 
     def __init__(self, func, shape, max_displacement, kernel_size, stride1, stride2, pad,
                  direction, normalize):
@@ -131,9 +135,8 @@ class Geometry:
             raise ValueError(f"{func}: the volume would have shape {self.out_shape}, more "
                              "elements than an array can index")
         oy0, ox0 = borders[0] - pads[0], borders[1] - pads[1]
-        self.params = np.array([Ho, Wo, oy0, ox0, s1, kr, dy0, ny, lo, n, s2], np.int64)
         # Outputs whose window reads only padding, and displacements that leave the image
-        # whatever the pixel, give zeros. The kernels compute the box of the rest (kparams),
+        # whatever the pixel, give zeros. The kernels compute the box of the rest (`kernel`),
         # which is as large as the input whatever the padding and the displacement range; the
         # zeros are written only where a volume is returned.
         box = (_meeting(H, kr, oy0, s1, Ho), _meeting(W, kr, ox0, s1, Wo),
@@ -143,228 +146,103 @@ class Geometry:
         self.crop = None
         if box != ((0, Ho), (0, Wo), (0, ny), (0, n)):
             self.crop = (slice(None),) + tuple(slice(*r) for r in box)
-        self.kparams = np.array([y1 - y0, x1 - x0, oy0 + y0 * s1, ox0 + x0 * s1, s1, kr,
-                                 dy0 + ky0 * s2, ky1 - ky0, lo + kx0 * s2, kx1 - kx0, s2],
-                                np.int64)
+        self.kernel = VolumeGeometry(y1 - y0, x1 - x0, oy0 + y0 * s1, ox0 + x0 * s1, s1, kr,
+                                     dy0 + ky0 * s2, ky1 - ky0, lo + kx0 * s2, kx1 - kx0, s2)
+        self.active_split = (N, y1 - y0, x1 - x0, ky1 - ky0, kx1 - kx0)
         self.active_shape = (N, y1 - y0, x1 - x0, (ky1 - ky0) * (kx1 - kx0))
         norm = ks * ks * C
         self.scale = 1.0 / norm if normalize and norm else 1.0
 
 
-class _VolumeCall:
-    """The checked arguments of one public cost-volume call."""
+class VolumeCall:
+    """The checked arguments of one public cost-volume call, and the executor that runs it
+    (the same executors as the six functions', see fastcorr._api)."""
+
+    layout = None  # the volume has its own geometry
 
     def __init__(self, func, a, b, backend, params, reduction=NO_REDUCTION):
-        check_choice(func, "backend", backend, BACKENDS)
         if reduction is not NO_REDUCTION:
             check_choice(func, "reduction", reduction, REDUCTIONS)
         if is_dask_array(a) or is_dask_array(b):
             raise TypeError(f"{func}: Dask arrays are not supported here yet; apply it to "
                             "each block with dask.array.map_overlap, or compute the inputs")
-        dev_a, dev_b = is_device_array(a), is_device_array(b)
-        if dev_a != dev_b:
-            raise TypeError(f"{func}: {'a' if dev_a else 'b'} is a CUDA device array and the "
-                            "other input a host array; move both to the same device")
-        if dev_a:
-            backend = "cuda" if backend == "auto" else backend
-            if backend != "cuda":
-                raise TypeError(f"{func}: the inputs are CUDA device arrays; backend="
-                                f"{backend!r} computes on the host (use 'cuda' or 'auto')")
-            from ._device import Buf
-
-            shapes = Buf.of(a), Buf.of(b)
-            for name, x in zip("ab", shapes):
-                check_real(func, name, x.dtype)
-        else:
-            backend = "cpu" if backend == "auto" else backend
-            a, b = as_host_array(a, "a", func), as_host_array(b, "b", func)
-            shapes = a, b
-        if backend == "cuda":
-            _kernels("cuda", func)
-        if shapes[0].shape != shapes[1].shape:
-            raise ValueError(f"{func}: a has shape {tuple(shapes[0].shape)} and b "
-                             f"{tuple(shapes[1].shape)}; the cost volume takes two arrays of "
-                             "the same shape")
-        self.func, self.backend, self.params = func, backend, params
-        self.dtype, self.result = resolve_dtypes(func, shapes[0].dtype, shapes[1].dtype)
-        self.shape = tuple(shapes[0].shape)
+        self.func, self.params = func, params
+        self.backend, device = resolve_backend(func, a, b, backend)
+        x, y = arrays(func, a, b, device)
+        if x.shape != y.shape:
+            raise ValueError(f"{func}: a has shape {tuple(x.shape)} and b {tuple(y.shape)}; "
+                             "the cost volume takes two arrays of the same shape")
+        self.dtype, self.result = resolve_dtypes(func, x.dtype, y.dtype)
+        self.shape = tuple(x.shape)
+        self.shapes = (self.shape, self.shape)
         self.geo = Geometry(func, self.shape, **params)
-        self.layout = None
-        if backend == "cuda":
-            from . import _device
-
-            host = not dev_a
-            if host:
-                a, b = _device.to_device(a), _device.to_device(b)
-            self.device = _device.DeviceCall(self, a, b, host=host)
-        else:
-            self.device = None
-            self.a = np.ascontiguousarray(a, self.dtype)
-            self.b = np.ascontiguousarray(b, self.dtype)
-
-    # --- host helpers
-
-    def _target(self, out, shape, name="out", reads=()):
-        """(array the kernel writes, array returned): out itself where the kernel can write
-        it (and it shares no memory with what the kernels read: a, b, `reads`), else a
-        scratch array copied into out (or cast) at the end."""
-        if out is not None:
-            check_out(self.func, out, shape, self.result, name)
-            if out.dtype == self.dtype and out.flags.c_contiguous and not any(
-                    np.may_share_memory(out, x) for x in (self.a, self.b, *reads)):
-                return out, out
-        return None, out
-
-    def _finish(self, work, out):
-        if out is None:
-            return work if work.dtype == self.result else work.astype(self.result)
-        if work is not out:
-            np.copyto(out, work, casting="unsafe")
-        return out
-
-    def _grad_targets(self, out, reads=()):
-        outs = check_grad_out(self.func, out, (self.shape, self.shape), self.result)
-        targets = []
-        for o, name in zip(outs, ("out[0] (grad_a)", "out[1] (grad_b)")):
-            work, o = self._target(o, self.shape, name, reads)
-            targets.append((np.empty(self.shape, self.dtype) if work is None else work, o))
-        return targets
-
-    def _grad_input(self, grad):
-        """(grad broadcast to the volume's shape in the compute dtype, a view, and the array
-        it views)."""
-        grad = as_host_array(grad, "grad", self.func)
-        shape = self.geo.out_shape
-        try:
-            fits = broadcast_shapes(grad.shape, shape) == shape
-        except ValueError:
-            fits = False
-        if not fits:
-            raise ValueError(f"{self.func}: grad has shape {grad.shape}; expected the volume's "
-                             f"shape {shape} or one that broadcasts to it")
-        return np.broadcast_to(grad.astype(self.dtype, copy=False), shape), grad
-
-    def _loss_value(self, total, reduction, count):
-        if reduction == "mean":
-            total = total / count if count else np.nan
-        return self.result.type(total)
-
-    def _volume(self, work=None):
-        """The volume in the compute dtype, into `work` (C-ordered) where given."""
-        geo = self.geo
-        if self.backend == "reference":
-            vol = reference.correlation_volume(self.a, self.b, **self.params)
-            if work is None:
-                return vol
-            work[...] = vol
-            return work
-        if work is None:  # zeros from the allocator cost nothing until written
-            work = (np.zeros if geo.crop else np.empty)(geo.out_shape, self.dtype)
-        elif geo.crop:
-            work[...] = 0
-        sub = work if geo.crop is None else np.empty(geo.active_shape, self.dtype)
-        _volume_kernels().forward(self.a, self.b, sub, geo.kparams, geo.scale)
-        if geo.crop:
-            part = geo.cropped(work)
-            part[...] = sub.reshape(part.shape)
-        return work
-
-    # --- the four operations
-
-    @property
-    def _host_input(self):
-        """Whether NumPy input goes to the GPU (backend="cuda"): then a NumPy `out` is checked
-        here, the device path returns new host arrays, and `_into` copies them into out."""
-        return self.device.host
-
-    def _into(self, result, out):
-        if out is None:
-            return result
-        if isinstance(result, tuple):  # (grad_a, grad_b) or (loss, grad_a, grad_b)
-            head = result[:-2]
-            return head + tuple(self._into(r, o) for r, o in zip(result[-2:], out))
-        np.copyto(out, result, casting="unsafe")
-        return out
-
-    def forward(self, out):
-        if self.device is not None:
-            from . import _device
-
-            if self._host_input:
-                if out is not None:
-                    check_out(self.func, out, self.geo.out_shape, self.result)
-                return self._into(_device.volume(self, None), out)
-            return _device.volume(self, out)
-        work, out = self._target(out, self.geo.out_shape)
-        return self._finish(self._volume(work), out)
-
-    def vjp(self, grad, out):
-        if self.device is not None:
-            from . import _device
-
-            if self._host_input:
-                check_grad_out(self.func, out, (self.shape, self.shape), self.result)
-                return self._into(_device.volume_vjp(self, grad, None), out)
-            return _device.volume_vjp(self, grad, out)
-        g, given = self._grad_input(grad)
-        (wa, oa), (wb, ob) = self._grad_targets(out, (given,))
-        self._vjp_into(g, wa, wb)
-        return self._finish(wa, oa), self._finish(wb, ob)
-
-    def _vjp_into(self, g, wa, wb, weight=1.0):
-        """wa, wb <- the gradients of sum(g * volume), g of the volume's shape (a broadcast
-        view is read in place); g None: of weight*0.5*||volume||**2, whose unweighted sum is
-        returned."""
-        geo = self.geo
-        if self.backend == "reference":
-            wa[...], wb[...] = reference.correlation_volume_vjp(self.a, self.b, g,
-                                                                **self.params)
-            return None
-        if g is not None:  # the upstream gradient of the outputs the kernels compute
-            g = np.ascontiguousarray(geo.cropped(g)).reshape(geo.active_shape)
-        return _volume_kernels().vjp(self.a, self.b, g, wa, wb, geo.kparams, geo.scale,
-                                     weight)
-
-    def loss(self, reduction, want_grads, out=None):
-        if self.device is not None:
-            from . import _device
-
-            if self._host_input:
-                check_grad_out(self.func, out, (self.shape, self.shape), self.result)
-                return self._into(_device.volume_loss(self, reduction, want_grads, None), out)
-            return _device.volume_loss(self, reduction, want_grads, out)
-        count = math.prod(self.geo.out_shape)
-        if self.backend == "reference":
-            if not want_grads:
-                return self.result.type(reference.correlation_volume_loss(
-                    self.a, self.b, **self.params, reduction=reduction))
-            loss, ga, gb = reference.correlation_volume_loss_and_grad(
-                self.a, self.b, **self.params, reduction=reduction)
-            (wa, oa), (wb, ob) = self._grad_targets(out)
-            wa[...], wb[...] = ga, gb
-            return loss.astype(self.result), self._finish(wa, oa), self._finish(wb, ob)
-        if reduction == "none":
-            vol = self._volume()  # in the compute dtype, for the gradients too
-            loss = (0.5 * vol * vol).astype(self.result, copy=False)
-            if not want_grads:
-                return loss
-            (wa, oa), (wb, ob) = self._grad_targets(out)
-            self._vjp_into(vol, wa, wb)
-            return loss, self._finish(wa, oa), self._finish(wb, ob)
-        if not want_grads:
-            total = _volume_kernels().energy(self.a, self.b, self.geo.kparams, self.geo.scale)
-            return self._loss_value(total, reduction, count)
-        (wa, oa), (wb, ob) = self._grad_targets(out)
-        weight = 1.0 / count if reduction == "mean" and count else 1.0
-        total = self._vjp_into(None, wa, wb, weight)
-        return self._loss_value(total, reduction, count), self._finish(wa, oa), \
-            self._finish(wb, ob)
+        self.ex = executor(self, a, b, x, y, device)
 
 
-def _volume_kernels():
-    from ._kernels import volume_cpu
+def _volume(call, out=None, store=True):
+    """(the volume in the compute dtype, in out where it can be; the loss total). The kernels
+    compute the box of outputs and displacements that meet the image (geo.kernel); the rest
+    are zeros."""
+    ex, geo = call.ex, call.geo
+    total = ex.zeros((1,), _F64)
+    ops = ex.volume_operands()
+    if not store:
+        ex.run("volume_forward", *ops, None, geo.kernel, geo.scale, total)
+        return None, total
+    if geo.crop is None:
+        vol = ex.target(out, geo.out_shape)
+        ex.run("volume_forward", *ops, vol, geo.kernel, geo.scale, total)
+        return vol, total
+    part = ex.empty(geo.active_shape)
+    ex.run("volume_forward", *ops, part, geo.kernel, geo.scale, total)
+    vol = ex.zeros(geo.out_shape)
+    ex.accumulate(part.reshape(geo.active_split), ex.view(vol, geo.cropped))
+    return vol, total
 
-    return volume_cpu
+
+def _active(call, g):
+    """The part of a volume-shaped g that the kernels read, C-ordered, compute dtype."""
+    geo = call.geo
+    return call.ex.contiguous(call.ex.view(g, geo.cropped)).reshape(geo.active_shape)
+
+
+def _grads(call, g, outs, weight=1.0):
+    """(loss total, grad_a, grad_b): the gradients of sum(g * volume), g in the kernels' box;
+    with g None, those of weight * 0.5*||volume||**2, whose sum is the total."""
+    ex, geo = call.ex, call.geo
+    total = ex.zeros((1,), _F64)
+    ga, gb = (ex.target(o, call.shape, reads=() if g is None else (g,)) for o in outs)
+    ex.run("volume_vjp", *ex.volume_operands(), g, ga, gb, geo.kernel, geo.scale, weight,
+           total)
+    return (total, *(ex.deliver(x, call.shape, o) for x, o in zip((ga, gb), outs)))
+
+
+def _reference(call, name, *args, outs=None, **kw):
+    """fastcorr.reference.<name> on the host executor's operands, delivered."""
+    ex = call.ex
+    res = getattr(reference, name)(ex.a, ex.b, *args, **call.params, **kw)
+    if name == "correlation_volume_vjp":
+        return tuple(ex.deliver(x, call.shape, o) for x, o in zip(res, outs))
+    return results(ex, res[0], res[1:], outs, call.shapes) if outs else results(ex, res)
+
+
+def _loss(call, reduction, grads, out=None):
+    ex, geo = call.ex, call.geo
+    outs = ex.checked_pair(out, call.shapes) if grads else None
+    if call.backend == "reference":
+        name = "correlation_volume_loss_and_grad" if grads else "correlation_volume_loss"
+        return _reference(call, name, outs=outs, reduction=reduction)
+    count = math.prod(geo.out_shape)
+    if reduction == "none":
+        vol, _ = _volume(call)  # in the compute dtype: the gradients come from it
+        loss = ex.deliver(vol, geo.out_shape, None, square=True, factor=0.5)
+        return (loss, *_grads(call, _active(call, vol), outs)[1:]) if grads else loss
+    divisor = count if reduction == "mean" else 1
+    if not grads:
+        return ex.loss(_volume(call, store=False)[1], divisor)
+    total, ga, gb = _grads(call, None, outs, 1.0 / count if reduction == "mean" and count
+                           else 1.0)
+    return ex.loss(total, divisor), ga, gb
 
 
 def _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize):
@@ -399,7 +277,12 @@ def correlation_volume(a, b, *, max_displacement, kernel_size=1, stride1=1, stri
         and no padding).
     """
     params = _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize)
-    return _VolumeCall("correlation_volume", a, b, backend, params).forward(out)
+    call = VolumeCall("correlation_volume", a, b, backend, params)
+    out = call.ex.checked(out, call.geo.out_shape)
+    if call.backend == "reference":
+        return call.ex.deliver(reference.correlation_volume(call.ex.a, call.ex.b, **params),
+                               call.geo.out_shape, out)
+    return call.ex.deliver(_volume(call, out)[0], call.geo.out_shape, out)
 
 
 def correlation_volume_vjp(a, b, grad, *, max_displacement, kernel_size=1, stride1=1,
@@ -408,7 +291,12 @@ def correlation_volume_vjp(a, b, grad, *, max_displacement, kernel_size=1, strid
     """(grad_a, grad_b): the gradients of sum(grad * correlation_volume(a, b, ...)), grad of
     the volume's shape (or broadcasting to it). Both are gathers: no atomics, no races."""
     params = _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize)
-    return _VolumeCall("correlation_volume_vjp", a, b, backend, params).vjp(grad, out)
+    call = VolumeCall("correlation_volume_vjp", a, b, backend, params)
+    outs = call.ex.checked_pair(out, call.shapes)
+    g = call.ex.upstream(grad, lambda shape: call.geo.grad_target(call.func, shape))
+    if call.backend == "reference":
+        return _reference(call, "correlation_volume_vjp", g.astype(call.dtype), outs=outs)
+    return _grads(call, _active(call, g), outs)[1:]
 
 
 def correlation_volume_loss(a, b, *, max_displacement, kernel_size=1, stride1=1, stride2=1,
@@ -417,8 +305,8 @@ def correlation_volume_loss(a, b, *, max_displacement, kernel_size=1, stride1=1,
     """0.5 * ||correlation_volume(a, b, ...)||**2, summed ("sum"), averaged over the volume's
     elements ("mean"), or per element ("none"). "sum" and "mean" never store the volume."""
     params = _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize)
-    call = _VolumeCall("correlation_volume_loss", a, b, backend, params, reduction)
-    return call.loss(reduction, want_grads=False)
+    call = VolumeCall("correlation_volume_loss", a, b, backend, params, reduction)
+    return _loss(call, reduction, grads=False)
 
 
 def correlation_volume_loss_and_grad(a, b, *, max_displacement, kernel_size=1, stride1=1,
@@ -428,5 +316,5 @@ def correlation_volume_loss_and_grad(a, b, *, max_displacement, kernel_size=1, s
     volume is computed where the gradients need it and never stored, so the memory is that of
     the inputs and the gradients only; it costs about one more forward pass of compute."""
     params = _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize)
-    call = _VolumeCall("correlation_volume_loss_and_grad", a, b, backend, params, reduction)
-    return call.loss(reduction, want_grads=True, out=out)
+    call = VolumeCall("correlation_volume_loss_and_grad", a, b, backend, params, reduction)
+    return _loss(call, reduction, grads=True, out=out)

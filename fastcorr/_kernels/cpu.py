@@ -15,7 +15,7 @@ log n (and its sums along a strided axis with n). Losses are accumulated in floa
 
 Every kernel is compiled twice from the same source: parallel (prange over chunks) and serial.
 The serial one serves small inputs, where a parallel launch costs more than the work, and
-whatever the threading layer cannot run safely (see `_launch`).
+whatever the threading layer cannot run safely (see `launch`).
 """
 
 import os
@@ -31,7 +31,7 @@ from numba import njit, prange
 # Both change results only by float rounding; nothing here assumes finite values, so NaN and
 # Inf still propagate. The compensation helpers are compiled without it, on purpose.
 FASTMATH = {"reassoc", "contract"}
-_OPTIONS = dict(nogil=True, cache=True, error_model="numpy")
+OPTIONS = dict(nogil=True, cache=True, error_model="numpy")
 
 BLOCK = 64  # terms summed plainly, in the inputs' dtype, before a compensated float64 add
 # A strided tile: its rows are runs of at least MIN_RUN columns (4 KiB of float32, long enough
@@ -47,8 +47,8 @@ PARALLEL_MIN = 1 << 16  # elements; below this the serial kernels are faster
 # --------------------------------------------------------------------------- helpers
 
 
-@njit(fastmath=False, **_OPTIONS)
-def _neumaier(s, c, x):
+@njit(fastmath=False, **OPTIONS)
+def neumaier(s, c, x):
     t = s + x
     if abs(s) >= abs(x):
         c += (s - t) + x
@@ -57,28 +57,28 @@ def _neumaier(s, c, x):
     return t, c
 
 
-@njit(fastmath=False, **_OPTIONS)
+@njit(fastmath=False, **OPTIONS)
 def _total(s, c):
     # Once the sum is Inf or NaN the compensation holds inf - inf: keep the sum as NumPy would.
     return s + c if np.isfinite(s) else s
 
 
-@njit(fastmath=False, **_OPTIONS)
-def _combine(sums, comps):
+@njit(fastmath=False, **OPTIONS)
+def combine(sums, comps):
     s = 0.0
     c = 0.0
     for i in range(sums.shape[0]):
-        s, c = _neumaier(s, c, sums[i])
+        s, c = neumaier(s, c, sums[i])
         c += comps[i]
     return _total(s, c)
 
 
-@njit(**_OPTIONS)
-def _bounds(c, nchunks, ntiles):
+@njit(**OPTIONS)
+def bounds(c, nchunks, ntiles):
     return c * ntiles // nchunks, (c + 1) * ntiles // nchunks
 
 
-@njit(inline="always", **_OPTIONS)
+@njit(inline="always", **OPTIONS)
 def _segment(t, S, seg, R):
     """Tile t of a rows kernel -> (p, k, r0, r1): row p, its segment k = [r0, r1)."""
     if S == 1:
@@ -89,7 +89,7 @@ def _segment(t, S, seg, R):
     return p, k, r0, min(r0 + seg, R)
 
 
-@njit(inline="always", **_OPTIONS)
+@njit(inline="always", **OPTIONS)
 def _tile(t, S, nqb, R, Q, QB):
     """Tile t -> (p, k, r0, r1, q0, q1): position p, segment k = [r0, r1) of R, block [q0, q1)."""
     if S == 1 and nqb == 1:  # one tile a position: no divisions in the common case
@@ -106,14 +106,14 @@ def _tile(t, S, nqb, R, Q, QB):
 # The helpers below are inlined into the kernels at Numba IR level (a call that is not inlined
 # costs more than a 64-element row). Being inlined they share the kernel's fastmath flags; the
 # compensation helpers above are ordinary calls, compiled without fastmath, so they stay exact.
-_INLINE = dict(inline="always", fastmath=FASTMATH, **_OPTIONS)
+INLINE = dict(inline="always", fastmath=FASTMATH, **OPTIONS)
 
 
 # They take 1-D runs (slices) and loop from 0: with indices LLVM can prove non-negative, Numba
 # drops its negative-index wraparound and the loops vectorise.
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def _dot(x, y):
     """sum(x * y): plain sums of BLOCK terms in the inputs' dtype, compensated across blocks."""
     n = x.shape[0]
@@ -128,11 +128,11 @@ def _dot(x, y):
         blk = x.dtype.type(0)
         for i in range(k, min(k + BLOCK, n)):
             blk += x[i] * y[i]
-        s, c = _neumaier(s, c, np.float64(blk))
+        s, c = neumaier(s, c, np.float64(blk))
     return _total(s, c)
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def _sq(x, y, gx, gy, scale):
     """sum((x*y)**2) as _dot; with gx non-empty also writes the product-loss gradients
     scale*x*y**2 and scale*x**2*y into gx and gy."""
@@ -155,11 +155,11 @@ def _sq(x, y, gx, gy, scale):
             for i in range(k, m):
                 t = x[i] * y[i]
                 blk += t * t
-        s, c = _neumaier(s, c, np.float64(blk))
+        s, c = neumaier(s, c, np.float64(blk))
     return _total(s, c)
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def _scaled(w, x, y, gx, gy):
     """gx <- w * y, gy <- w * x, for a scalar w."""
     for i in range(x.shape[0]):
@@ -169,7 +169,7 @@ def _scaled(w, x, y, gx, gy):
         gy[i] = w * u
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def _scaled_run(w, x, y, gx, gy):
     """gx <- w * y, gy <- w * x, elementwise, for 1-D runs (w a vector)."""
     for i in range(x.shape[0]):
@@ -179,7 +179,7 @@ def _scaled_run(w, x, y, gx, gy):
         gy[i] = w[i] * u
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def _cols(a, b, ga, gb, p, r0, r1, q0, q1, scale, square, acc, tot, cmp):
     """Column sums over rows [r0, r1) of a[p] * b[p] (square: of (a*b)**2, writing the product
     loss gradients unless ga is empty), for columns [q0, q1), into float64 tot[:q1 - q0].
@@ -214,12 +214,12 @@ def _cols(a, b, ga, gb, p, r0, r1, q0, q1, scale, square, acc, tot, cmp):
                     t = x[i] * y[i]
                     acc[i] += t * t
         for i in range(n):
-            tot[i], cmp[i] = _neumaier(tot[i], cmp[i], np.float64(acc[i]))
+            tot[i], cmp[i] = neumaier(tot[i], cmp[i], np.float64(acc[i]))
     for i in range(n):
         tot[i] = _total(tot[i], cmp[i])
 
 
-@njit(inline="always", **_OPTIONS)
+@njit(inline="always", **OPTIONS)
 def _column_sums(QB, dtype):
     """The buffers of _cols for one chunk: block sums in the inputs' dtype, float64 totals and
     their compensations."""
@@ -238,7 +238,7 @@ def rows_dot(a, b, out, nchunks):
     R = a.shape[1]
     seg = -(-R // S)
     for c in prange(nchunks):
-        lo, hi = _bounds(c, nchunks, P * S)
+        lo, hi = bounds(c, nchunks, P * S)
         if S == 1:
             for p in range(lo, hi):
                 out[p, 0] = _dot(a[p], b[p])
@@ -254,7 +254,7 @@ def rows_corr_grad(a, b, pos, ga, gb, scale, nchunks):
     sums = np.zeros(nchunks)
     comps = np.zeros(nchunks)
     for c in prange(nchunks):
-        lo, hi = _bounds(c, nchunks, P)
+        lo, hi = bounds(c, nchunks, P)
         s = 0.0
         e = 0.0
         for p in range(lo, hi):
@@ -263,10 +263,10 @@ def rows_corr_grad(a, b, pos, ga, gb, scale, nchunks):
                 pos[p] = d
             if ga.size:
                 _scaled(a.dtype.type(scale * d), a[p], b[p], ga[p], gb[p])
-            s, e = _neumaier(s, e, 0.5 * d * d)
+            s, e = neumaier(s, e, 0.5 * d * d)
         sums[c] = s
         comps[c] = e
-    return _combine(sums, comps)
+    return combine(sums, comps)
 
 
 def rows_product(a, b, pos, ga, gb, scale, S, nchunks):
@@ -277,7 +277,7 @@ def rows_product(a, b, pos, ga, gb, scale, S, nchunks):
     sums = np.zeros(nchunks)
     comps = np.zeros(nchunks)
     for c in prange(nchunks):
-        lo, hi = _bounds(c, nchunks, P * S)
+        lo, hi = bounds(c, nchunks, P * S)
         s = 0.0
         e = 0.0
         for t in range(lo, hi):
@@ -288,10 +288,10 @@ def rows_product(a, b, pos, ga, gb, scale, S, nchunks):
                 v = _sq(a[p, r0:r1], b[p, r0:r1], ga[0, :0], gb[0, :0], w)
             if pos.size:
                 pos[p, k] = v
-            s, e = _neumaier(s, e, 0.5 * v)
+            s, e = neumaier(s, e, 0.5 * v)
         sums[c] = s
         comps[c] = e
-    return _combine(sums, comps)
+    return combine(sums, comps)
 
 
 def rows_vjp(a, b, g, ga, gb, S, nchunks):
@@ -299,7 +299,7 @@ def rows_vjp(a, b, g, ga, gb, S, nchunks):
     P, R = a.shape
     seg = -(-R // S)
     for c in prange(nchunks):
-        lo, hi = _bounds(c, nchunks, P * S)
+        lo, hi = bounds(c, nchunks, P * S)
         for t in range(lo, hi):
             p, _, r0, r1 = _segment(t, S, seg, R)
             _scaled(a.dtype.type(g[p]), a[p, r0:r1], b[p, r0:r1], ga[p, r0:r1], gb[p, r0:r1])
@@ -314,7 +314,7 @@ def strided_dot(a, b, out, QB, nchunks):
     none = np.empty((1, 1, 0), a.dtype)  # _cols writes no gradients here
     for c in prange(nchunks):
         acc, tot, cmp = _column_sums(QB, a.dtype)
-        lo, hi = _bounds(c, nchunks, ntiles)
+        lo, hi = bounds(c, nchunks, ntiles)
         for t in range(lo, hi):
             p, k, r0, r1, q0, q1 = _tile(t, S, nqb, R, Q, QB)
             _cols(a, b, none, none, p, r0, r1, q0, q1, a.dtype.type(1), False, acc, tot, cmp)
@@ -335,7 +335,7 @@ def strided_corr_grad(a, b, pos, ga, gb, scale, QB, nchunks):
         w = np.empty(QB, a.dtype)
         s = 0.0
         e = 0.0
-        lo, hi = _bounds(c, nchunks, ntiles)
+        lo, hi = bounds(c, nchunks, ntiles)
         for t in range(lo, hi):
             p, _, _, _, q0, q1 = _tile(t, 1, nqb, R, Q, QB)
             n = q1 - q0
@@ -344,7 +344,7 @@ def strided_corr_grad(a, b, pos, ga, gb, scale, QB, nchunks):
                 d = tot[i]
                 if pos.size:
                     pos[p, q0 + i] = d
-                s, e = _neumaier(s, e, 0.5 * d * d)
+                s, e = neumaier(s, e, 0.5 * d * d)
                 w[i] = scale * d
             if ga.size:
                 for r in range(R):
@@ -352,7 +352,7 @@ def strided_corr_grad(a, b, pos, ga, gb, scale, QB, nchunks):
                                 gb[p, r, q0:q1])
         sums[c] = s
         comps[c] = e
-    return _combine(sums, comps)
+    return combine(sums, comps)
 
 
 def strided_product(a, b, pos, ga, gb, scale, S, QB, nchunks):
@@ -366,7 +366,7 @@ def strided_product(a, b, pos, ga, gb, scale, S, QB, nchunks):
         acc, tot, cmp = _column_sums(QB, a.dtype)
         s = 0.0
         e = 0.0
-        lo, hi = _bounds(c, nchunks, ntiles)
+        lo, hi = bounds(c, nchunks, ntiles)
         for t in range(lo, hi):
             p, k, r0, r1, q0, q1 = _tile(t, S, nqb, R, Q, QB)
             _cols(a, b, ga, gb, p, r0, r1, q0, q1, a.dtype.type(scale), True, acc, tot, cmp)
@@ -374,10 +374,10 @@ def strided_product(a, b, pos, ga, gb, scale, S, QB, nchunks):
             if pos.size:
                 pos[p, k, q0:q1] = tot[:n]
             for i in range(n):
-                s, e = _neumaier(s, e, 0.5 * tot[i])
+                s, e = neumaier(s, e, 0.5 * tot[i])
         sums[c] = s
         comps[c] = e
-    return _combine(sums, comps)
+    return combine(sums, comps)
 
 
 def strided_vjp(a, b, g, ga, gb, S, QB, nchunks):
@@ -387,7 +387,7 @@ def strided_vjp(a, b, g, ga, gb, S, QB, nchunks):
     ntiles = P * S * nqb
     for c in prange(nchunks):
         w = np.empty(QB, a.dtype)
-        lo, hi = _bounds(c, nchunks, ntiles)
+        lo, hi = bounds(c, nchunks, ntiles)
         for t in range(lo, hi):
             p, _, r0, r1, q0, q1 = _tile(t, S, nqb, R, Q, QB)
             n = q1 - q0
@@ -407,21 +407,21 @@ def _compile(fn):
     twin.__qualname__ = fn.__qualname__ + "_serial"
     twin.__doc__ = fn.__doc__
     return (
-        njit(parallel=True, fastmath=FASTMATH, **_OPTIONS)(fn),
-        njit(fastmath=FASTMATH, **_OPTIONS)(twin),
+        njit(parallel=True, fastmath=FASTMATH, **OPTIONS)(fn),
+        njit(fastmath=FASTMATH, **OPTIONS)(twin),
     )
 
 
 _KERNELS = {}
 
 
-def _register(*fns):
-    """Compile kernels for `_launch`; the cost-volume module registers its own."""
+def register(*fns):
+    """Compile kernels for `launch`; the cost-volume module registers its own."""
     for fn in fns:
         _KERNELS[fn.__name__] = _compile(fn)
 
 
-_register(
+register(
     rows_dot,
     rows_corr_grad,
     rows_product,
@@ -459,7 +459,7 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _launch(name, parallel, *args):
+def launch(name, parallel, *args):
     """Run kernel `name`; its last argument, nchunks, becomes 1 where it runs serially."""
     global _layer
     par, ser = _KERNELS[name]
@@ -526,7 +526,8 @@ def _rows(x):
 
 # --------------------------------------------------------------------------- the contract
 # a, b: (P, R, Q) arrays of one float dtype, any strides. Outputs are C-contiguous arrays
-# allocated by the caller; pos and the gradients may be None when not wanted.
+# allocated by the caller; pos and the gradients may be None when not wanted; losses are
+# added into total[0] (float64).
 
 
 def _partials(a, b, out=None):
@@ -535,14 +536,26 @@ def _partials(a, b, out=None):
     parallel, S, QB, nchunks = _plan(a.shape, a.itemsize)
     part = out[:, None, :] if out is not None and S == 1 else np.empty((P, S, Q))
     if Q == 1:
-        _launch("rows_dot", parallel, _rows(a), _rows(b), _rows(part), nchunks)
+        launch("rows_dot", parallel, _rows(a), _rows(b), _rows(part), nchunks)
     else:
-        _launch("strided_dot", parallel, a, b, part, QB, nchunks)
+        launch("strided_dot", parallel, a, b, part, QB, nchunks)
     return part, S
+
+
+def _empty(a, *sums):
+    """Whether there is nothing to compute; then the sums over an empty axis are zeros."""
+    if a.size:
+        return False
+    for x in sums:
+        if x is not None:
+            x[...] = 0
+    return True
 
 
 def correlation(a, b, out):
     """out (P, Q) <- sum_r a[p, r, q] * b[p, r, q], rounded once to out's dtype."""
+    if _empty(a, out):
+        return
     part, S = _partials(a, b, out)
     if S > 1:
         np.sum(part, axis=1, out=out)
@@ -550,16 +563,23 @@ def correlation(a, b, out):
 
 def correlation_vjp(a, b, g, ga, gb):
     """ga = g * b and gb = g * a, with g (P, Q) float64 broadcast along R."""
+    if _empty(a):
+        return
     parallel, S, QB, nchunks = _plan(a.shape, a.itemsize)
     if a.shape[2] == 1:
         args = (_rows(a), _rows(b), g[:, 0], _rows(ga), _rows(gb), S, nchunks)
-        _launch("rows_vjp", parallel, *args)
+        launch("rows_vjp", parallel, *args)
     else:
-        _launch("strided_vjp", parallel, a, b, g, ga, gb, S, QB, nchunks)
+        launch("strided_vjp", parallel, a, b, g, ga, gb, S, QB, nchunks)
 
 
-def corr_loss_grad(a, b, scale, pos, ga, gb):
-    """Returns sum(0.5 * corr**2); pos (P, Q) float64 <- corr; ga, gb <- scale*corr*(b, a)."""
+def corr_loss_grad(a, b, scale, pos, ga, gb, total):
+    """total[0] += sum(0.5 * corr**2); pos (P, Q) float64 <- corr; ga, gb <- scale*corr*(b, a)."""
+    if not _empty(a, pos):
+        total[0] += _corr_loss_grad(a, b, scale, pos, ga, gb)
+
+
+def _corr_loss_grad(a, b, scale, pos, ga, gb):
     P, R, Q = a.shape
     parallel, S, QB, nchunks = _plan(a.shape, a.itemsize, fused=True)
     if S > 1:
@@ -574,14 +594,20 @@ def corr_loss_grad(a, b, scale, pos, ga, gb):
     if Q > 1:
         pos = _unwanted(_F64, 2) if pos is None else pos
         ga, gb = (_unwanted(a.dtype, 3),) * 2 if ga is None else (ga, gb)
-        return _launch("strided_corr_grad", parallel, a, b, pos, ga, gb, scale, QB, nchunks)
+        return launch("strided_corr_grad", parallel, a, b, pos, ga, gb, scale, QB, nchunks)
     pos = _unwanted(_F64, 1) if pos is None else pos[:, 0]
     ga, gb = (_unwanted(a.dtype, 2),) * 2 if ga is None else (_rows(ga), _rows(gb))
-    return _launch("rows_corr_grad", parallel, _rows(a), _rows(b), pos, ga, gb, scale, nchunks)
+    return launch("rows_corr_grad", parallel, _rows(a), _rows(b), pos, ga, gb, scale, nchunks)
 
 
-def product_loss_grad(a, b, scale, pos, ga, gb):
-    """Returns sum(0.5 * (a*b)**2); pos (P, Q) float64 <- sum_r (a*b)**2; ga, gb <- gradients."""
+def product_loss_grad(a, b, scale, pos, ga, gb, total):
+    """total[0] += sum(0.5 * (a*b)**2); pos (P, Q) float64 <- sum_r (a*b)**2; ga, gb <- the
+    gradients scale*a*b**2, scale*a**2*b."""
+    if not _empty(a, pos):
+        total[0] += _product_loss_grad(a, b, scale, pos, ga, gb)
+
+
+def _product_loss_grad(a, b, scale, pos, ga, gb):
     if pos is None and a.size >= PARALLEL_MIN and all(
         x is None or x.flags.c_contiguous for x in (a, b, ga, gb)
     ):
@@ -599,11 +625,11 @@ def product_loss_grad(a, b, scale, pos, ga, gb):
         part = _unwanted(_F64, 3) if part is None else part
         if ga is None:
             ga = gb = _unwanted(a.dtype, 3)
-        loss = _launch("strided_product", parallel, a, b, part, ga, gb, scale, S, QB, nchunks)
+        loss = launch("strided_product", parallel, a, b, part, ga, gb, scale, S, QB, nchunks)
     else:
         rpart = _unwanted(_F64, 2) if part is None else _rows(part)
         ga, gb = (_unwanted(a.dtype, 2),) * 2 if ga is None else (_rows(ga), _rows(gb))
-        loss = _launch("rows_product", parallel, _rows(a), _rows(b), rpart, ga, gb, scale, S,
+        loss = launch("rows_product", parallel, _rows(a), _rows(b), rpart, ga, gb, scale, S,
                        nchunks)
     if pos is not None:
         np.sum(part, axis=1, out=pos)

@@ -42,7 +42,7 @@ def _position(i, Q):
 
 
 @cuda.jit(device=True)
-def _block_add(value, total):
+def block_add(value, total):
     """Add each thread's value to total[0]: shared-memory tree in the block, one atomic."""
     sm = cuda.shared.array(BLOCK_SIZE, np.float64)
     t = cuda.threadIdx.x
@@ -133,7 +133,7 @@ def _loss_kernel(a, b, pos, ga, gb, scale, square, total):
                 mine += _product_position(a, b, pos, ga, gb, scale, p, q, R)
             else:
                 mine += _corr_position(a, b, pos, ga, gb, scale, p, q, R)
-    _block_add(mine, total)
+    block_add(mine, total)
 
 
 @cuda.jit
@@ -160,13 +160,14 @@ def _unravel(i, shape, s1, s2):
 
 
 @cuda.jit
-def _transfer_kernel(src, s0, dst, d0, shape, sstr, dstr, rshape, rstr, transform):
-    """dst[i] = f(sum over j of src[i, j]) for every multi-index i of `shape`, j of `rshape`.
+def _transfer_kernel(src, s0, dst, d0, shape, sstr, dstr, rshape, rstr, square, factor, add):
+    """dst[i] (+)= factor * s (or s**2 if square), s = sum over j of src[i, j], for every
+    multi-index i of `shape`, j of `rshape`.
 
     src and dst are flat 1-D spans of memory; s0, d0 the offsets of element 0 and the strides
     in elements. This one kernel copies any strided layout into any other, casts, sums the
-    gradients of broadcast inputs back to their shape, and finishes per-position losses
-    (transform 1: 0.5 * x**2, 2: 0.5 * x)."""
+    gradients of broadcast inputs back to their shape, accumulates blocks, and finishes
+    per-position losses (0.5 * x**2, 0.5 * x)."""
     n = 1
     for d in range(len(shape)):
         n *= shape[d]
@@ -179,10 +180,11 @@ def _transfer_kernel(src, s0, dst, d0, shape, sstr, dstr, rshape, rstr, transfor
         for j in range(m):
             ro, _ = _unravel(j, rshape, rstr, rstr)
             s += np.float64(src[s0 + so + ro])
-        if transform == 1:
-            s = 0.5 * s * s
-        elif transform == 2:
-            s = 0.5 * s
+        if square:
+            s = s * s
+        s *= factor
+        if add:
+            s += dst[d0 + do]
         dst[d0 + do] = s
 
 
@@ -196,52 +198,52 @@ def _finish_loss_kernel(total, divisor, out):
             out[()] = total[0] / divisor
 
 
-def _grid(positions):
+def grid(positions):
     return max(1, min(MAX_BLOCKS, math.ceil(positions / BLOCK_SIZE))), BLOCK_SIZE
 
 
-def _nothing(dtype, ndim):
+def nothing(dtype, ndim):
     return cuda.device_array((1,) * (ndim - 1) + (0,), dtype)
 
 
 # --------------------------------------------------------------------------- the contract
 # The CPU backend's contract (see cpu.py), on Numba device arrays, launched on `stream`:
-# a, b (P, R, Q) of the compute dtype, any strides; outputs allocated by the caller. The loss
-# functions add the loss into total[0] (float64, zeroed by the caller) instead of returning it,
-# so that nothing waits for the GPU.
+# a, b (P, R, Q) of the compute dtype, any strides; outputs allocated by the caller, None
+# when not wanted; losses added into total[0] (float64, zeroed by the caller).
 
 
-def correlation(a, b, out, stream):
+def correlation(a, b, out, stream=0):
     P, R, Q = a.shape
-    _dot_kernel[_grid(P * Q) + (stream,)](a, b, out)
+    _dot_kernel[grid(P * Q) + (stream,)](a, b, out)
 
 
-def correlation_vjp(a, b, g, ga, gb, stream):
+def correlation_vjp(a, b, g, ga, gb, stream=0):
     P, R, Q = a.shape
-    _vjp_kernel[_grid(P * Q) + (stream,)](a, b, g, ga, gb)
+    _vjp_kernel[grid(P * Q) + (stream,)](a, b, g, ga, gb)
 
 
 def _loss(square, a, b, scale, pos, ga, gb, total, stream):
     P, R, Q = a.shape
-    pos = _nothing(np.float64, 2) if pos is None else pos
+    pos = nothing(np.float64, 2) if pos is None else pos
     if ga is None:
-        ga = gb = _nothing(a.dtype, 3)
-    _loss_kernel[_grid(P * Q) + (stream,)](a, b, pos, ga, gb, scale, square, total)
+        ga = gb = nothing(a.dtype, 3)
+    _loss_kernel[grid(P * Q) + (stream,)](a, b, pos, ga, gb, scale, square, total)
 
 
-def corr_loss_grad(a, b, scale, pos, ga, gb, total, stream):
+def corr_loss_grad(a, b, scale, pos, ga, gb, total, stream=0):
     _loss(False, a, b, scale, pos, ga, gb, total, stream)
 
 
-def product_loss_grad(a, b, scale, pos, ga, gb, total, stream):
+def product_loss_grad(a, b, scale, pos, ga, gb, total, stream=0):
     _loss(True, a, b, scale, pos, ga, gb, total, stream)
 
 
-def transfer(src, s0, dst, d0, shape, sstr, dstr, rshape, rstr, transform, stream):
+def transfer(src, s0, dst, d0, shape, sstr, dstr, rshape, rstr, square, factor, add,
+             stream=0):
     n = math.prod(shape)
-    _transfer_kernel[_grid(n) + (stream,)](src, s0, dst, d0, shape, sstr, dstr, rshape, rstr,
-                                           transform)
+    _transfer_kernel[grid(n) + (stream,)](src, s0, dst, d0, shape, sstr, dstr, rshape, rstr,
+                                           square, factor, add)
 
 
-def finish_loss(total, divisor, out, stream):
+def finish_loss(total, divisor, out, stream=0):
     _finish_loss_kernel[1, 1, stream](total, float(divisor), out)

@@ -19,20 +19,20 @@ import numpy as np
 from numba import njit, prange
 
 from . import volume_index
-from .cpu import _INLINE, FASTMATH, _OPTIONS, _bounds, _combine, _launch, _neumaier, _register
+from .cpu import INLINE, FASTMATH, OPTIONS, bounds, combine, launch, neumaier, register
 
 
 # The row helpers are ordinary compiled functions, each a row's worth of work, so a call
 # costs nothing next to it: inlined at Numba IR level into the two-loop parallel kernels they
 # made a first compilation take minutes. The vector micro-kernels inside them are inlined
-# (_INLINE), so that their loops vectorise in place.
-_HELPER = dict(fastmath=FASTMATH, **_OPTIONS)
+# (INLINE), so that their loops vectorise in place.
+_HELPER = dict(fastmath=FASTMATH, **OPTIONS)
 
-_span = njit(inline="always", **_OPTIONS)(volume_index.span)
-_outputs = njit(inline="always", **_OPTIONS)(volume_index.outputs)
+_span = njit(inline="always", **OPTIONS)(volume_index.span)
+_outputs = njit(inline="always", **OPTIONS)(volume_index.outputs)
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def _dot1(x, y):
     s = x.dtype.type(0)
     for c in range(x.shape[0]):
@@ -40,19 +40,19 @@ def _dot1(x, y):
     return s
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def _axpy4(acc, w0, x0, w1, x1, w2, x2, w3, x3):
     for c in range(acc.shape[0]):
         acc[c] += w0 * x0[c] + w1 * x1[c] + w2 * x2[c] + w3 * x3[c]
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def _axpy1(acc, w, x):
     for c in range(acc.shape[0]):
         acc[c] += w * x[c]
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def _dot2x4(x0, x1, y0, y1, y2, y3):
     """The eight dot products of x0 and x1 with y0..y3: six loads for eight multiply-adds."""
     p0 = p1 = p2 = p3 = q0 = q1 = q2 = q3 = x0.dtype.type(0)
@@ -74,7 +74,7 @@ def _dot2x4(x0, x1, y0, y1, y2, y3):
     return p0, p1, p2, p3, q0, q1, q2, q3
 
 
-@njit(**_INLINE)
+@njit(**INLINE)
 def _axpy2x4(z0, z1, v0, v1, v2, v3, u0, u1, u2, u3, y0, y1, y2, y3):
     """z0 += sum_j v_j * y_j, z1 += sum_j u_j * y_j: four loads of y feed both."""
     for c in range(z0.shape[0]):
@@ -122,7 +122,7 @@ def _row_dots(arow, brow, x_lo, x_hi, d0, nx, s2, P):
                 _put(P, x0, x1, j, nx, _dot1(arow[x0], y), _dot1(arow[x1], y))
 
 
-@njit(inline="always", **_OPTIONS)
+@njit(inline="always", **OPTIONS)
 def _put(P, x0, x1, j, nx, p, q):
     if j < nx:
         P[x0, j] = p
@@ -130,7 +130,7 @@ def _put(P, x0, x1, j, nx, p, q):
         P[x1, j - 1] = q
 
 
-@njit(inline="always", **_OPTIONS)
+@njit(inline="always", **OPTIONS)
 def _weight(Wt, x, base, k, nx, rev):
     if k < 0 or k >= nx:
         return Wt.dtype.type(0)
@@ -180,8 +180,7 @@ def _volume_row(a, b, n, oy, geo, P, acc):
     """acc[ox, k] <- the unscaled volume of output row oy. Work goes row pair by row pair
     (a row ya of the window, b row ya + dy): the two rows stay in cache for all of it."""
     H, W = a.shape[1], a.shape[2]
-    Wo, oy0, ox0, s1, kr = geo[1], geo[2], geo[3], geo[4], geo[5]
-    dy0, ny, dx0, nx, s2 = geo[6], geo[7], geo[8], geo[9], geo[10]
+    _, Wo, oy0, ox0, s1, kr, dy0, ny, dx0, nx, s2 = geo
     acc[:] = 0
     cy = oy0 + oy * s1
     x_lo = max(ox0 - kr, 0)
@@ -216,12 +215,14 @@ def _value(a, b, n, cy, cx, dy, dx, kr):
 def volume_forward(a, b, out, geo, scale, nchunks):
     """out[n, oy, ox, :] = scale * the volume at output (oy, ox), unless out is empty;
     returns sum(0.5 * volume**2)."""
-    N, W, Ho, Wo, D, nx = a.shape[0], a.shape[2], geo[0], geo[1], geo[7] * geo[9], geo[9]
+    N, W = a.shape[0], a.shape[2]
+    Ho, Wo, nx = geo.Ho, geo.Wo, geo.nx
+    D = geo.ny * nx
     w = a.dtype.type(scale)
     sums = np.zeros(nchunks)
     comps = np.zeros(nchunks)
     for c in prange(nchunks):
-        lo, hi = _bounds(c, nchunks, N * Ho)
+        lo, hi = bounds(c, nchunks, N * Ho)
         acc = np.empty((Wo, D), a.dtype)
         P = np.empty((W, nx), a.dtype)
         s = 0.0
@@ -236,10 +237,10 @@ def volume_forward(a, b, out, geo, scale, nchunks):
                     q += np.float64(v) * v
                     if out.size:
                         out[n, oy, ox, k] = v
-                s, e = _neumaier(s, e, 0.5 * q)
+                s, e = neumaier(s, e, 0.5 * q)
         sums[c] = s
         comps[c] = e
-    return _combine(sums, comps)
+    return combine(sums, comps)
 
 
 def volume_vjp(a, b, g, ga, gb, geo, scale, weight, nchunks):
@@ -250,8 +251,7 @@ def volume_vjp(a, b, g, ga, gb, geo, scale, weight, nchunks):
     and displacement that read pixel x), then gathers the other input's rows, one displaced
     row at a time."""
     N, H, W, C = a.shape
-    Ho, Wo, oy0, ox0, s1, kr = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
-    dy0, ny, dx0, nx, s2 = geo[6], geo[7], geo[8], geo[9], geo[10]
+    Ho, Wo, oy0, ox0, s1, kr, dy0, ny, dx0, nx, s2 = geo
     D = ny * nx
     fused = g.size == 0 and Ho * Wo * D * N > 0
     w_t = a.dtype.type(scale)
@@ -260,7 +260,7 @@ def volume_vjp(a, b, g, ga, gb, geo, scale, weight, nchunks):
     comps = np.zeros(nchunks)
     # grad_a at (y, x): the outputs whose window holds (y, x), each with every displacement
     for c in prange(nchunks):
-        lo, hi = _bounds(c, nchunks, N * H)
+        lo, hi = bounds(c, nchunks, N * H)
         Wt = np.empty((W, D), a.dtype)
         v = np.empty((Wo, D), a.dtype)
         P = np.empty((W, nx), a.dtype)
@@ -285,7 +285,7 @@ def volume_vjp(a, b, g, ga, gb, geo, scale, weight, nchunks):
                                 u = w_t * v[ox, k]
                                 Wt[x, k] += g_t * u
                                 if own:
-                                    s, e = _neumaier(s, e, 0.5 * np.float64(u) * u)
+                                    s, e = neumaier(s, e, 0.5 * np.float64(u) * u)
                         else:
                             for k in range(D):
                                 Wt[x, k] += g[n, oy, ox, k]
@@ -300,7 +300,7 @@ def volume_vjp(a, b, g, ga, gb, geo, scale, weight, nchunks):
         comps[c] = e
     # grad_b at (y, x): for displacement k the pixel of `a` it met is (y - dy_k, x - dx_k)
     for c in prange(nchunks):
-        lo, hi = _bounds(c, nchunks, N * H)
+        lo, hi = bounds(c, nchunks, N * H)
         Wt = np.empty((W, D), a.dtype)
         P = np.empty((W, nx), a.dtype)
         acc = np.empty((W, C), a.dtype)
@@ -345,37 +345,36 @@ def volume_vjp(a, b, g, ga, gb, geo, scale, weight, nchunks):
             for x in range(W):
                 for i in range(C):
                     gb[n, y, x, i] = w_t * acc[x, i]
-    return _combine(sums, comps)
+    return combine(sums, comps)
 
 
-_register(volume_forward, volume_vjp)
+register(volume_forward, volume_vjp)
 
 
-# --------------------------------------------------------------------------- launchers
+# --------------------------------------------------------------------------- the contract
+# a, b: C-ordered (N, H, W, C) arrays of one float dtype; geo: a VolumeGeometry; outputs
+# allocated by the caller, None when not wanted; losses added into total[0].
 
 
 def _parallel(a, geo):
-    work = a.shape[0] * a.shape[1] * a.shape[2] * geo[7] * geo[9] * max(a.shape[3], 1)
+    work = a.shape[0] * a.shape[1] * a.shape[2] * geo.ny * geo.nx * max(a.shape[3], 1)
     return work >= (1 << 16)
 
 
-def forward(a, b, out, geo, scale):
-    rows = a.shape[0] * geo[0]
+def volume_forward(a, b, out, geo, scale, total):
+    """out <- the volume (unless None); total[0] += sum(0.5 * volume**2)."""
+    rows = a.shape[0] * geo.Ho
     par = _parallel(a, geo)
-    return _launch("volume_forward", par, a, b, out, geo, float(scale), rows if par else 1)
+    out = np.empty((0, 0, 0, 0), a.dtype) if out is None else out
+    total[0] += launch("volume_forward", par, a, b, out, geo, float(scale), rows if par else 1)
 
 
-def energy(a, b, geo, scale):
-    """sum(0.5 * volume**2), the volume never stored."""
-    return forward(a, b, np.empty((0, 0, 0, 0), a.dtype), geo, scale)
-
-
-def vjp(a, b, g, ga, gb, geo, scale, weight=1.0):
-    """The gradients into ga, gb; with g None those of weight * 0.5*||volume||**2, and
-    sum(0.5*volume**2) is returned."""
+def volume_vjp(a, b, g, ga, gb, geo, scale, weight, total):
+    """ga, gb <- the gradients of sum(g * volume); with g None, those of weight *
+    0.5*||volume||**2, and total[0] += sum(0.5 * volume**2)."""
     if g is None:
         g = np.empty((0, 0, 0, 0), a.dtype)
     rows = a.shape[0] * a.shape[1]
     par = _parallel(a, geo)
-    return _launch("volume_vjp", par, a, b, g, ga, gb, geo, float(scale), float(weight),
-                   rows if par else 1)
+    total[0] += launch("volume_vjp", par, a, b, g, ga, gb, geo, float(scale), float(weight),
+                       rows if par else 1)

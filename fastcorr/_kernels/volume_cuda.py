@@ -18,7 +18,7 @@ import math
 from numba import cuda
 
 from . import volume_index
-from .cuda import _block_add, _grid, _nothing
+from .cuda import block_add, grid, nothing
 
 _span = cuda.jit(device=True)(volume_index.span)
 _outputs = cuda.jit(device=True)(volume_index.outputs)
@@ -39,8 +39,7 @@ def _value(a, b, n, cy, cx, dy, dx, kr):
 @cuda.jit
 def _forward_kernel(a, b, out, geo, scale, total):
     N, H, W, C = a.shape
-    Ho, Wo, oy0, ox0, s1, kr = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
-    dy0, ny, dx0, nx, s2 = geo[6], geo[7], geo[8], geo[9], geo[10]
+    Ho, Wo, oy0, ox0, s1, kr, dy0, ny, dx0, nx, s2 = geo
     D = ny * nx
     size = N * Ho * Wo * D
     start = cuda.grid(1)
@@ -61,7 +60,7 @@ def _forward_kernel(a, b, out, geo, scale, total):
             if out.size:
                 out[n, oy, ox, k] = v
             mine += 0.5 * v * v
-    _block_add(mine, total)
+    block_add(mine, total)
 
 
 @cuda.jit
@@ -69,8 +68,7 @@ def _grad_kernel(a, b, g, ga, gb, geo, scale, weight, total):
     """ga, gb <- the gradients of sum(g * volume); g empty: of weight * 0.5*||volume||**2,
     whose sum is added into total."""
     N, H, W, C = a.shape
-    Ho, Wo, oy0, ox0, s1, kr = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
-    dy0, ny, dx0, nx, s2 = geo[6], geo[7], geo[8], geo[9], geo[10]
+    Ho, Wo, oy0, ox0, s1, kr, dy0, ny, dx0, nx, s2 = geo
     fused = g.size == 0
     size = N * H * W * C
     start = cuda.grid(1)
@@ -134,24 +132,22 @@ def _grad_kernel(a, b, g, ga, gb, geo, scale, weight, total):
                             w += g[n, oy, ox, ky * nx + kx]
                 ub += w * a[n, ya, xa, c]
         gb[n, y, x, c] = scale * ub
-    _block_add(mine, total)
+    block_add(mine, total)
 
 
-# --------------------------------------------------------------------------- launchers
-# On `stream`; the loss is added into total[0] (float64, zeroed by the caller), so nothing
-# waits for the GPU.
+# --------------------------------------------------------------------------- the contract
+# The CPU volume contract (volume_cpu.py) on Numba device arrays of any strides, on `stream`.
 
 
-def forward(a, b, out, geo, scale, total, stream):
-    N, Ho, Wo = a.shape[0], int(geo[0]), int(geo[1])
-    D = int(geo[7] * geo[9])
+def volume_forward(a, b, out, geo, scale, total, stream=0):
     if out is None:
-        out = _nothing(a.dtype, 4)
-    _forward_kernel[_grid(N * Ho * Wo * D) + (stream,)](a, b, out, geo, float(scale), total)
+        out = nothing(a.dtype, 4)
+    size = a.shape[0] * geo.Ho * geo.Wo * geo.ny * geo.nx
+    _forward_kernel[grid(size) + (stream,)](a, b, out, geo, float(scale), total)
 
 
-def vjp(a, b, g, ga, gb, geo, scale, weight, total, stream):
+def volume_vjp(a, b, g, ga, gb, geo, scale, weight, total, stream=0):
     if g is None:
-        g = _nothing(a.dtype, 4)
-    _grad_kernel[_grid(math.prod(a.shape)) + (stream,)](a, b, g, ga, gb, geo, float(scale),
+        g = nothing(a.dtype, 4)
+    _grad_kernel[grid(math.prod(a.shape)) + (stream,)](a, b, g, ga, gb, geo, float(scale),
                                                         float(weight), total)

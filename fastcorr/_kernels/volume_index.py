@@ -1,5 +1,27 @@
 """Index arithmetic of the cost volume, shared by the CPU and CUDA kernels: plain functions,
-compiled by each kernel module with its own decorator (numba.njit, numba.cuda.jit)."""
+compiled by each kernel module with its own decorator (numba.njit, numba.cuda.jit), and the
+geometry both take."""
+
+from typing import NamedTuple
+
+
+class VolumeGeometry(NamedTuple):
+    """What the volume kernels compute, in unpadded coordinates: an Ho x Wo grid of outputs,
+    output (oy, ox) centred on input pixel (oy0 + oy*s1, ox0 + ox*s1) with a window of radius
+    kr, and ny x nx displacements, k = ky*nx + kx being (dy0 + ky*s2, dx0 + kx*s2); reads
+    outside the image are zeros."""
+
+    Ho: int
+    Wo: int
+    oy0: int
+    ox0: int
+    s1: int
+    kr: int
+    dy0: int
+    ny: int
+    dx0: int
+    nx: int
+    s2: int
 
 
 def span(x0, step, n, size):
