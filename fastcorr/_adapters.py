@@ -1,6 +1,5 @@
 """Shape arithmetic shared by the framework adapters (fastcorr.torch, .jax, .tensorflow)."""
 
-import numpy as np
 
 from ._layout import layout as _layout
 from ._validate import broadcast_shapes, normalize_axes

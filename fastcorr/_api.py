@@ -1,6 +1,6 @@
 """The six public functions, each written once over an executor (docs/design.md, "Front end").
 
-A call is checked (`Call`) and handed to the executor of its arrays: `_host.Host` for NumPy
+A call is checked (`Call`) and handed to the executor of its arrays: `_executor.Host` for NumPy
 arrays and the CPU kernels, `_device.Device` for CUDA arrays of any library (and for NumPy
 input with backend="cuda"). Both offer the same primitives on the (P, R, Q) layout of
 `_layout`, and the kernels of both take the same arguments (`_kernels`), so each function
@@ -12,7 +12,7 @@ arrays go to `_dask`, which builds a graph of these same functions.
 import numpy as np
 
 from . import _blocks, reference
-from ._host import Host
+from ._executor import Host
 from ._layout import layout
 from ._validate import (
     NO_REDUCTION,

@@ -17,16 +17,15 @@ uploaded, computed the same way, and copied back (`host=True`).
 """
 
 
-import math
 
 import numpy as np
 from numba import cuda
 from numba.core import config
 
+from ._executor import Executor, Host
 from ._kernels import load
 from ._validate import (
     as_host_array,
-    check_grad_out,
     check_out,
     check_real,
     is_device_array,
@@ -211,14 +210,15 @@ def to_device(x):
 # --------------------------------------------------------------------------- the executor
 
 
-class Device:
-    host = False  # results are arrays of the inputs' library (NumPy for host=True)
+class Device(Executor):
+    """CUDA device arrays of any library and the CUDA kernels; with host=True, NumPy input
+    uploaded here and results copied back (backend="cuda")."""
 
     def __init__(self, call, a, b, host=False):
-        if host:  # NumPy input with backend="cuda": uploaded here, results copied back
+        super().__init__(call)
+        self.host, self.on_device = host, not host
+        if host:
             a, b = to_device(a), to_device(b)
-        self.call, self.lay, self.func = call, call.layout, call.func
-        self.dtype, self.result, self.host = call.dtype, call.result, host
         self.lib = library(a)
         self.stream = self.lib.stream
         self.a, self.b = Buf.of(a), Buf.of(b)
@@ -234,32 +234,22 @@ class Device:
     def zeros(self, shape, dtype=None):
         return Buf.of(self.lib.zeros(shape, dtype or self.dtype))
 
-    # --- inputs
-
     def operands(self):
         """a and b as (P, R, Q) Bufs of the compute dtype: views where they exist."""
         return tuple(self._operand(x) for x in (self.a, self.b))
 
     def _operand(self, buf):
         buf = self.contiguous(buf, keep=True)  # converted in its own shape, not broadcast
-        shadow, base = buf.shadow()
-        view = self.lay.as3d(shadow)
-        return buf.view(view, base) if view is not None else self.block(buf, ())
+        view = self.lay.as3d(self.shadow(buf))
+        return self.view(buf, self.lay.as3d) if view is not None else self.block(buf, ())
 
     def volume_operands(self):
         return self.contiguous(self.a, keep=True), self.contiguous(self.b, keep=True)
 
-    def upstream(self, grad, target_of):
-        """grad (a device array; a host one for host=True) broadcast to its target shape
-        (target_of(shape)), as a Buf view."""
-        if self.host == is_device_array(grad):
-            raise TypeError(same_device(self.func, "grad", not self.host))
-        if self.host:
-            grad = to_device(as_host_array(grad, "grad", self.func))
-        buf = Buf.of(grad)
-        check_real(self.func, "grad", buf.dtype)
-        shadow, base = buf.shadow()
-        return buf.view(np.broadcast_to(shadow, target_of(buf.shape)), base)
+    def array(self, x, name):
+        buf = Buf.of(to_device(as_host_array(x, name, self.func)) if self.host else x)
+        check_real(self.func, name, buf.dtype)
+        return buf
 
     def contiguous(self, buf, dtype=None, keep=False):
         """buf as a C-ordered Buf of `dtype` (the compute dtype): a copy, or buf itself where
@@ -271,18 +261,11 @@ class Device:
         self.transfer(buf, copy)
         return copy
 
-    # --- outputs
-
-    def checked(self, out, shape, name="out"):
-        """out checked like a NumPy one; a device array unless the input was NumPy."""
-        if out is not None:
-            self._checked_buf(out, shape, name)
-        return out
-
-    def _checked_buf(self, out, shape, name):
+    def check(self, out, shape, name):
+        """A NumPy out for host=True; else a device array of the right shape and dtype, as a
+        Buf."""
         if self.host:
-            check_out(self.func, out, shape, self.result, name)
-            return out
+            return check_out(self.func, out, shape, self.result, name) or out
         if not is_device_array(out):
             raise TypeError(same_device(self.func, name, True))
         buf = Buf.of(out)
@@ -291,19 +274,15 @@ class Device:
             raise ValueError(f"{self.func}: {name} is read-only")
         return buf
 
-    def checked_pair(self, out, shapes):
-        return check_grad_out(self.func, out, shapes, self.result, check=self._checked_buf,
-                              overlap=None if self.host else _overlap)
+    def writable(self, out):
+        if self.host:
+            return None  # results are copied back to the host
+        buf = Buf.of(out)
+        ok = buf.dtype == self.dtype and buf.strides == _c_strides(buf.shape, buf.dtype.itemsize)
+        return buf if ok else None
 
-    def target(self, out, kshape, direct=True, reads=()):
-        """out itself as the kernel's Buf of kshape where it can be (C-ordered, the compute
-        dtype, sharing no memory with anything the kernels read), else a new Buf."""
-        if direct and out is not None and not self.host:
-            buf = Buf.of(out)
-            if (buf.dtype == self.dtype and buf.strides == _c_strides(buf.shape, buf.dtype.itemsize)
-                    and not any(_overlap(buf, x) for x in (self.a, self.b, *reads))):
-                return buf.reshape(kshape)
-        return self.empty(kshape)
+    def overlap(self, x, y):
+        return Host.overlap(x, y) if self.host else _overlap(x, y)
 
     def deliver(self, work, shape, out, square=False, factor=1.0):
         """The kernel's Buf `work` as a result of `shape`: out itself where the kernel wrote
@@ -321,8 +300,7 @@ class Device:
         """A (P, R, Q) gradient Buf in an input's shape, summed over its broadcast axes."""
         if self.lay.direct(shape):
             return self.deliver(work, shape, out)
-        shadow, base = work.shadow()
-        return self._into(work.view(self.lay.nd_back(shadow), base), shape, out)
+        return self._into(self.view(work, self.lay.nd_back), shape, out)
 
     def _into(self, src, shape, out, square=False, factor=1.0):
         """src cast (and summed over broadcast axes) into out, or a new array of `shape`."""
@@ -345,26 +323,19 @@ class Device:
         self.kernels.finish_loss(total.numba(), divisor, Buf.of(y).numba(), stream=self.stream)
         return y.copy_to_host()[()] if self.host else y
 
-    # --- blocks of broadcast operands (fastcorr._blocks)
-
-    def block(self, buf, box, dtype=None):
-        """The box of buf's broadcast, permuted view as a new C-ordered (P, R, Q) Buf."""
-        part = self.view(buf, lambda x: self.lay.nd(x)[box])
-        return self.contiguous(part, dtype).reshape(self.lay.grouped(part.shape))
-
     def accumulate(self, src, dst):
         """dst += src summed over the axes where dst has length 1 and src does not."""
         self.transfer(src, dst, add=True)
 
-    def view(self, buf, f):
+    @staticmethod
+    def view(buf, f):
         """The Buf that f makes of buf's shadow: f makes a view of a NumPy array."""
         shadow, base = buf.shadow()
         return buf.view(f(shadow), base)
 
-    def in_place(self):
-        """Whether `operands` are views, not copies."""
-        return all(x.dtype == self.dtype and self.lay.as3d(x.shadow()[0]) is not None
-                   for x in (self.a, self.b))
+    @staticmethod
+    def shadow(buf):
+        return buf.shadow()[0]
 
     # --- the device copy kernel
 
