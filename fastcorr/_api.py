@@ -1,8 +1,8 @@
 """The six public functions, each written once over an executor (docs/design.md, "Front end").
 
-A call is checked (`Call`) and handed to the executor of its arrays: `_executor.Host` for NumPy
-arrays and the CPU kernels, `_device.Device` for CUDA arrays of any library (and for NumPy
-input with backend="cuda"). Both offer the same primitives on the (P, R, Q) layout of
+A call is checked (`_call.Call`) and handed to the executor of its arrays: `_executor.Host`
+for NumPy arrays and the CPU kernels, `_device.Device` for CUDA arrays of any library (and for
+NumPy input with backend="cuda"). Both offer the same primitives on the (P, R, Q) layout of
 `_layout`, and the kernels of both take the same arguments (`_kernels`), so each function
 below reads as one flow. backend="reference" returns early with `fastcorr.reference`'s N-D
 formulation; broadcast operands much larger than the inputs run in blocks (`_blocks`); Dask
@@ -12,68 +12,10 @@ arrays go to `_dask`, which builds a graph of these same functions.
 import numpy as np
 
 from . import _blocks, reference
-from ._executor import Host
-from ._layout import layout
-from ._validate import (
-    NO_REDUCTION,
-    REDUCTIONS,
-    as_host_array,
-    broadcast_shape,
-    check_choice,
-    check_real,
-    is_dask_array,
-    normalize_axes,
-    resolve_backend,
-    resolve_dtypes,
-    weak,
-)
+from ._call import Call, results
+from ._validate import is_dask_array
 
 _F64 = np.dtype(np.float64)
-
-
-class Call:
-    """The checked arguments of one public call, and the executor that runs it."""
-
-    def __init__(self, func, a, b, axis, backend, reduction=NO_REDUCTION):
-        if reduction is not NO_REDUCTION:
-            check_choice(func, "reduction", reduction, REDUCTIONS)
-        self.func = func
-        self.backend, device = resolve_backend(func, a, b, backend)
-        x, y = arrays(func, a, b, device)
-        self.dtype, self.result = resolve_dtypes(func, weak(a, x), weak(b, y))
-        self.shape = broadcast_shape(func, x.shape, y.shape)
-        self.shapes = (tuple(x.shape), tuple(y.shape))
-        self.axes = normalize_axes(func, axis, len(self.shape))
-        self.layout = layout(self.shape, self.axes)
-        self.ex = executor(self, a, b, x, y, device)
-
-    def scale(self, reduction):
-        n = self.layout.positions
-        return 1.0 / n if reduction == "mean" and n else 1.0
-
-
-def arrays(func, a, b, device):
-    """a and b checked as real arrays: NumPy arrays, or the `Buf`s of device arrays."""
-    if not device:
-        return as_host_array(a, "a", func), as_host_array(b, "b", func)
-    from ._device import Buf
-
-    x, y = Buf.of(a), Buf.of(b)
-    for name, buf in (("a", x), ("b", y)):
-        check_real(func, name, buf.dtype)
-    return x, y
-
-
-def executor(call, a, b, x, y, device):
-    """The executor of a checked call: device arrays in place, NumPy input on the GPU
-    (uploaded in the compute dtype), or the host."""
-    if call.backend != "cuda":
-        return Host(call, x, y)
-    from ._device import Device
-
-    if device:
-        return Device(call, a, b)
-    return Device(call, *(np.asarray(v, call.dtype) for v in (x, y)), host=True)
 
 
 def _lazy(*xs):
@@ -89,16 +31,6 @@ def _on_dask(name, a, b, axis, **kw):
     from . import _dask
 
     return _dask.run(PUBLIC, name, a, b, axis, **kw)
-
-
-def results(ex, loss, grads=None, outs=None, shapes=None):
-    """Host results of the reference backend: the loss as NumPy gives it, the gradients in
-    the result dtype or written into out."""
-    loss = np.asarray(loss)
-    loss = ex.deliver(loss, loss.shape, None)[()]
-    if grads is None:
-        return loss
-    return (loss, *(ex.deliver(g, s, o) for g, s, o in zip(grads, shapes, outs)))
 
 
 # --------------------------------------------------------------------------- public functions

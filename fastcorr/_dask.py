@@ -20,20 +20,8 @@ import dask.array as da
 import numpy as np
 
 from . import reference
-from ._kernels import load
-from ._layout import layout
-from ._validate import (
-    BACKENDS,
-    NO_REDUCTION,
-    REDUCTIONS,
-    broadcast_shape,
-    check_choice,
-    check_real,
-    is_dask_array,
-    normalize_axes,
-    resolve_dtypes,
-    weak,
-)
+from ._call import Call
+from ._validate import NO_REDUCTION, check_real, is_dask_array
 
 _F64 = np.dtype(np.float64)
 
@@ -70,33 +58,32 @@ def _as_block(x, ndim):
 # --------------------------------------------------------------------------- checks
 
 
-class _Lazy:
-    """The checked arguments of one call on Dask arrays: a and b broadcast against each
-    other, in the compute dtype, with common chunks."""
+def _dask(func, name, x):
+    """x as a Dask array of known chunk sizes and a real dtype."""
+    if not is_dask_array(x):
+        x = da.asarray(x)
+    if any(np.isnan(s) for s in x.shape):
+        raise ValueError(f"{func}: {name} has chunks of unknown size (shape {x.shape}); "
+                         "call compute_chunk_sizes() on it first")
+    check_real(func, name, x.dtype)
+    return x
+
+
+
+class _Lazy(Call):
+    """A Call on Dask arrays (the same checks, run when the graph is built, on shapes and
+    dtypes): a and b broadcast against each other, in the compute dtype, with common
+    chunks."""
 
     def __init__(self, api, func, a, b, axis, backend, reduction=NO_REDUCTION, out=None):
-        self.api = api  # the public functions, by name: what each task runs
-        check_choice(func, "backend", backend, BACKENDS)
-        if reduction is not NO_REDUCTION:
-            check_choice(func, "reduction", reduction, REDUCTIONS)
         if out is not None:
             raise TypeError(f"{func}: out= is not supported with Dask arrays, which are not "
                             "written in place; store the results with dask.array.store")
-        a0, b0 = a, b
-        a, b = self._dask(func, "a", a), self._dask(func, "b", b)
-        self.dtype, self.result = resolve_dtypes(func, weak(a0, a), weak(b0, b))
-        self.shape = broadcast_shape(func, a.shape, b.shape)
-        self.axes = normalize_axes(func, axis, len(self.shape))
-        if backend == "cuda":  # refused now, not when the graph runs
-            load("cuda", func)
-        self.func, self.backend, self.reduction = func, backend, reduction
-        self.shape_a, self.shape_b = a.shape, b.shape
-        a, b = a.astype(self.dtype), b.astype(self.dtype)  # lazy; no-ops when already so
-        if a.shape != self.shape or b.shape != self.shape:
-            a, b = da.broadcast_arrays(a, b)
-        self.a, self.b = _unify(a, b)
+        self.api = api  # the public functions, by name: what each task runs
+        self.reduction = reduction
+        super().__init__(func, a, b, axis, backend, reduction)
+        self.backend = backend  # "auto": each chunk's own type chooses its kernels
         self.ndim = len(self.shape)
-        self.layout = layout(self.shape, self.axes)  # kept, reduced, positions
         self.positions = self.layout.positions
         # the reduced axes in as many chunks as they have, each of size 1
         self.kept_chunks = tuple((1,) * len(c) if i in self.axes else c
@@ -106,15 +93,15 @@ class _Lazy:
                                 for i, c in enumerate(self.a.chunks))
         self.split = any(len(self.a.chunks[i]) > 1 for i in self.axes)
 
-    @staticmethod
-    def _dask(func, name, x):
-        if not is_dask_array(x):
-            x = da.asarray(x)
-        if any(np.isnan(s) for s in x.shape):
-            raise ValueError(f"{func}: {name} has chunks of unknown size (shape {x.shape}); "
-                             "call compute_chunk_sizes() on it first")
-        check_real(func, name, x.dtype)
-        return x
+    def inputs(self, a, b, device):
+        return _dask(self.func, "a", a), _dask(self.func, "b", b)
+
+    def executor(self, a, b, x, y, device):
+        x, y = x.astype(self.dtype), y.astype(self.dtype)  # lazy; no-ops when already so
+        if x.shape != self.shape or y.shape != self.shape:
+            x, y = da.broadcast_arrays(x, y)
+        idx = tuple(range(x.ndim))
+        _, (self.a, self.b) = da.core.unify_chunks(x, idx, y, idx)
 
     def meta(self, dtype):
         """An empty array of the chunks' library (NumPy, CuPy): what the results hold."""
@@ -131,14 +118,8 @@ class _Lazy:
 
     def grads(self, ga, gb):
         """Gradients in the shapes of a and b (summed over broadcast axes), result dtype."""
-        return (reference.unbroadcast(ga, self.shape_a).astype(self.result),
-                reference.unbroadcast(gb, self.shape_b).astype(self.result))
-
-
-def _unify(a, b):
-    idx = tuple(range(a.ndim))
-    _, (a, b) = da.core.unify_chunks(a, idx, b, idx)
-    return a, b
+        return tuple(reference.unbroadcast(g, s).astype(self.result)
+                     for g, s in zip((ga, gb), self.shapes))
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -208,7 +189,7 @@ def run(api, func, a, b, axis=-1, *, grad=None, keepdims=False, reduction=NO_RED
         corr = _correlation(call).astype(call.result)
         return corr if keepdims else _squeeze(call, corr)
     if func == "correlation_vjp":
-        g = _Lazy._dask(func, "grad", grad)
+        g = _dask(func, "grad", grad)
         target = call.layout.grad_target(func, g.shape)
         g = da.broadcast_to(g, target).reshape(call.layout.kept).rechunk(call.one_chunks)
         return call.grads(*_vjp(call, g))

@@ -16,8 +16,6 @@ synchronise; the loss is a 0-d array of that library. NumPy input with backend="
 uploaded, computed the same way, and copied back (`host=True`).
 """
 
-
-
 import numpy as np
 from numba import cuda
 from numba.core import config
@@ -146,60 +144,36 @@ def _overlap(x, y):
 # --------------------------------------------------------------------------- array libraries
 
 
-def _stream(ptr):
-    return cuda.external_stream(ptr) if ptr else cuda.default_stream()
-
-
-class _Numba:
-    """Numba device arrays, and any other array with the CUDA array interface."""
-
-    def __init__(self, x):
-        self.stream = cuda.default_stream()
-
-    def empty(self, shape, dtype):
-        return cuda.device_array(shape, dtype, stream=self.stream)
-
-    def zeros(self, shape, dtype):
-        return cuda.to_device(np.zeros(shape, dtype), stream=self.stream)
-
-
-class _Cupy:
-    def __init__(self, x):
+def library(x):
+    """(new, stream) of x's library: new(zeroed, shape, dtype) allocates as that library does
+    (CuPy, PyTorch; Numba for Numba device arrays and anything else with the interface), and
+    the work is queued on its current stream."""
+    top = type(x).__module__.partition(".")[0]
+    if top == "cupy":
         import cupy
 
-        self.xp, self.device = cupy, x.device
-        self.stream = _stream(cupy.cuda.get_current_stream().ptr)
-
-    def empty(self, shape, dtype):
-        with self.device:
-            return self.xp.empty(shape, dtype)
-
-    def zeros(self, shape, dtype):
-        with self.device:
-            return self.xp.zeros(shape, dtype)
-
-
-class _Torch:
-    def __init__(self, x):
+        def new(zeroed, shape, dtype):
+            with x.device:
+                return (cupy.zeros if zeroed else cupy.empty)(shape, dtype)
+        return new, _stream(cupy.cuda.get_current_stream().ptr)
+    if top == "torch":
         import torch
 
-        self.torch, self.device = torch, x.device
-        self.stream = _stream(torch.cuda.current_stream(x.device).cuda_stream)
+        def new(zeroed, shape, dtype):
+            return (torch.zeros if zeroed else torch.empty)(
+                shape, dtype=getattr(torch, np.dtype(dtype).name), device=x.device)
+        return new, _stream(torch.cuda.current_stream(x.device).cuda_stream)
+    stream = cuda.default_stream()
 
-    def _dtype(self, dtype):
-        return getattr(self.torch, np.dtype(dtype).name)
-
-    def empty(self, shape, dtype):
-        return self.torch.empty(shape, dtype=self._dtype(dtype), device=self.device)
-
-    def zeros(self, shape, dtype):
-        return self.torch.zeros(shape, dtype=self._dtype(dtype), device=self.device)
+    def new(zeroed, shape, dtype):
+        if zeroed:
+            return cuda.to_device(np.zeros(shape, dtype), stream=stream)
+        return cuda.device_array(shape, dtype, stream=stream)
+    return new, stream
 
 
-def library(x):
-    """The array library of x, which allocates the results and whose stream runs the work."""
-    top = type(x).__module__.partition(".")[0]
-    return {"cupy": _Cupy, "torch": _Torch}.get(top, _Numba)(x)
+def _stream(ptr):
+    return cuda.external_stream(ptr) if ptr else cuda.default_stream()
 
 
 def to_device(x):
@@ -219,8 +193,7 @@ class Device(Executor):
         self.host, self.on_device = host, not host
         if host:
             a, b = to_device(a), to_device(b)
-        self.lib = library(a)
-        self.stream = self.lib.stream
+        self.new, self.stream = library(a)
         self.a, self.b = Buf.of(a), Buf.of(b)
         self.kernels = load("cuda")
 
@@ -229,10 +202,10 @@ class Device(Executor):
         return getattr(self.kernels, name)(*args, stream=self.stream)
 
     def empty(self, shape, dtype=None):
-        return Buf.of(self.lib.empty(shape, dtype or self.dtype))
+        return Buf.of(self.new(False, shape, dtype or self.dtype))
 
     def zeros(self, shape, dtype=None):
-        return Buf.of(self.lib.zeros(shape, dtype or self.dtype))
+        return Buf.of(self.new(True, shape, dtype or self.dtype))
 
     def operands(self):
         """a and b as (P, R, Q) Bufs of the compute dtype: views where they exist."""
@@ -304,7 +277,7 @@ class Device(Executor):
 
     def _into(self, src, shape, out, square=False, factor=1.0):
         """src cast (and summed over broadcast axes) into out, or a new array of `shape`."""
-        y = out if out is not None and not self.host else self.lib.empty(shape, self.result)
+        y = out if out is not None and not self.host else self.new(False, shape, self.result)
         self.transfer(src, Buf.of(y), square, factor)
         return self._finish(y, out)
 
@@ -319,7 +292,7 @@ class Device(Executor):
     def loss(self, total, divisor):
         """The summed loss total[0] divided (for a mean), as a 0-d array of the result
         dtype (a NumPy scalar for host=True)."""
-        y = self.lib.empty((), self.result)
+        y = self.new(False, (), self.result)
         self.kernels.finish_loss(total.numba(), divisor, Buf.of(y).numba(), stream=self.stream)
         return y.copy_to_host()[()] if self.host else y
 

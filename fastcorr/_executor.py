@@ -31,7 +31,7 @@ class Executor:
         return out
 
     def checked_pair(self, out, shapes):
-        return check_grad_out(self.func, out, shapes, self.result, self.check, self.overlap)
+        return check_grad_out(self.func, out, shapes, self.check, self.overlap)
 
     def upstream(self, grad, target_of):
         """grad checked and broadcast to its target shape (target_of(shape)): a view."""

@@ -174,26 +174,15 @@ def check_out(func, out, shape, dtype, name="out", host=True):
         raise ValueError(f"{func}: {name} is read-only")
 
 
-def check_grad_out(func, out, shapes, dtype, check=None, overlap=None):
-    """out for a gradient pair: None or a (grad_a, grad_b) pair of separate arrays.
-
-    check(x, shape, name) checks one array and returns what overlap(x, y) compares; the
-    defaults are for NumPy arrays (the CUDA path passes its own)."""
+def check_grad_out(func, out, shapes, check, overlap):
+    """out for a gradient pair: None or a (grad_a, grad_b) pair of separate arrays, each
+    checked by check(x, shape, name), whose results overlap(x, y) compares."""
     if out is None:
         return None, None
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise TypeError(f"{func}: out must be a (grad_a, grad_b) pair of arrays")
-    if check is None:
-        def check(x, shape, name):
-            check_out(func, x, shape, dtype, name)
-            return x
     x = check(out[0], shapes[0], "out[0] (grad_a)")
     y = check(out[1], shapes[1], "out[1] (grad_b)")
-    if out[0] is out[1] or (overlap or _np_overlap)(x, y):
+    if out[0] is out[1] or overlap(x, y):
         raise ValueError(f"{func}: out[0] and out[1] overlap; give two separate arrays")
     return out[0], out[1]
-
-
-def _np_overlap(x, y):
-    return (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)
-            and np.may_share_memory(x, y) and np.shares_memory(x, y))

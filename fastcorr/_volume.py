@@ -18,17 +18,9 @@ import operator
 import numpy as np
 
 from . import reference
-from ._api import arrays, executor, results
+from ._call import Call, results
 from ._kernels.volume_index import VolumeGeometry
-from ._validate import (
-    NO_REDUCTION,
-    REDUCTIONS,
-    broadcast_shapes,
-    check_choice,
-    is_dask_array,
-    resolve_backend,
-    resolve_dtypes,
-)
+from ._validate import NO_REDUCTION, broadcast_shapes, check_choice, is_dask_array
 
 _F64 = np.dtype(np.float64)
 DIRECTIONS = ("2d", "x")
@@ -154,29 +146,25 @@ class Geometry:
         self.scale = 1.0 / norm if normalize and norm else 1.0
 
 
-class VolumeCall:
-    """The checked arguments of one public cost-volume call, and the executor that runs it
-    (the same executors as the six functions', see fastcorr._api)."""
-
-    layout = None  # the volume has its own geometry
+class VolumeCall(Call):
+    """The checked arguments of one public cost-volume call: a Call (the same checks,
+    messages, dtype rules and executors) whose shape is that of two NHWC arrays and whose
+    kernels take a Geometry."""
 
     def __init__(self, func, a, b, backend, params, reduction=NO_REDUCTION):
-        if reduction is not NO_REDUCTION:
-            check_choice(func, "reduction", reduction, REDUCTIONS)
         if is_dask_array(a) or is_dask_array(b):
             raise TypeError(f"{func}: Dask arrays are not supported here yet; apply it to "
                             "each block with dask.array.map_overlap, or compute the inputs")
-        self.func, self.params = func, params
-        self.backend, device = resolve_backend(func, a, b, backend)
-        x, y = arrays(func, a, b, device)
-        if x.shape != y.shape:
-            raise ValueError(f"{func}: a has shape {tuple(x.shape)} and b {tuple(y.shape)}; "
-                             "the cost volume takes two arrays of the same shape")
-        self.dtype, self.result = resolve_dtypes(func, x.dtype, y.dtype)
-        self.shape = tuple(x.shape)
-        self.shapes = (self.shape, self.shape)
-        self.geo = Geometry(func, self.shape, **params)
-        self.ex = executor(self, a, b, x, y, device)
+        self.params = params
+        super().__init__(func, a, b, params, backend, reduction)
+
+    def arrange(self, params):
+        shape, other = self.shapes
+        if shape != other:
+            raise ValueError(f"{self.func}: a has shape {shape} and b {other}; the cost volume "
+                             "takes two arrays of the same shape")
+        self.shape, self.geo = shape, Geometry(self.func, shape, **params)
+        return None
 
 
 def _volume(call, out=None, store=True):
