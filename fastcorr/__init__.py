@@ -1,6 +1,7 @@
 """fastcorr: fused Numba kernels for the correlation of two NHWC tensors and its two losses.
 
-See DESIGN.md for the math and the contract; `fastcorr.reference` is the plain-NumPy oracle.
+See README.md for the contract and docs/design.md for how it is built; `fastcorr.reference`
+is the plain-NumPy oracle.
 """
 
 from . import reference

@@ -1,6 +1,6 @@
 """Plain-NumPy implementations of every operation: the oracle the kernels are tested against.
 
-Each function is the math of DESIGN.md section 1 written as NumPy expressions, with NumPy's
+Each function is the math of docs/design.md ("The math") written as NumPy expressions, with NumPy's
 own broadcasting and axis handling, so it shares no layout code with the kernels. Inputs are
 float arrays; gradients come back in the shapes of `a` and `b`, summed over broadcast axes.
 Losses are summed in float64, as the public contract asks.

@@ -1,4 +1,4 @@
-"""The public contract: the classic example, the errors of DESIGN.md section 2, imports."""
+"""The public contract: the classic example, the errors of README.md ("The API"), imports."""
 
 import subprocess
 import sys

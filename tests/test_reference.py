@@ -19,7 +19,7 @@ REDUCTIONS = ["sum", "mean", "none"]
 
 
 def total(loss):
-    """Gradients are those of the sum of what the loss returns (DESIGN.md section 2)."""
+    """Gradients are those of the sum of what the loss returns (docs/design.md, "The math")."""
     return float(np.sum(loss))
 
 

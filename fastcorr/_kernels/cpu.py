@@ -1,7 +1,7 @@
 """Numba CPU kernels on the fixed kernel contract, and the code that launches them.
 
-The contract (DESIGN.md section 3): the API layer hands over `a` and `b` as 3-D arrays of shape
-(P, R, Q): P outer positions, the reduced axis R, Q inner positions. When Q == 1 the reduced
+The contract (docs/design.md, "Kernel contract"): the API layer hands over `a` and `b` as 3-D
+arrays of shape (P, R, Q): P outer positions, the reduced axis R, Q inner positions. When Q == 1 the reduced
 axis is the contiguous one and the `rows_*` kernels take 2-D (P, R) views; otherwise the
 `strided_*` kernels walk memory in order and keep a partial sum for each of the Q positions of
 a tile instead of striding along R.
@@ -434,7 +434,7 @@ register(
 
 
 # --------------------------------------------------------------------------- launching
-# Numba's threading layers are not all safe where data pipelines run (DESIGN.md section 4):
+# Numba's threading layers are not all safe where data pipelines run (docs/design.md, "Threads and processes"):
 # GNU OpenMP aborts a forked child whose parent already ran a parallel region, and workqueue
 # aborts when two threads launch at once. Rather than impose a layer on the whole process,
 # the launcher routes around both: a thread that finds the workqueue busy runs the serial
