@@ -156,6 +156,7 @@ print(json.dumps(result))
 """
 
 
+@pytest.mark.skipif("cpu" not in BACKENDS, reason="host calls: run with the host backends")
 def test_validation_does_not_depend_on_history():
     runs = [json.loads(subprocess.run([sys.executable, "-c", HISTORY_SCRIPT, order],
                                       capture_output=True, text=True, check=True).stdout)
@@ -357,9 +358,10 @@ def test_float16_in_every_reduction(backend, reduction, func):
         pytest.skip("the volume takes no Dask arrays")
     volume = func in VOLUME_LOSSES
     cases = [_float16_inputs((2, 5, 6, 4), 1)]
-    if volume:
+    if volume and reduction == "none":
         # the volume itself overflows float16 (90000) where the gradients (about 52700) do
-        # not: they must come from the float32 volume, not from one rounded to float16
+        # not: they must come from the float32 volume, not from one rounded to float16 (the
+        # per-element loss is where it was rounded)
         big = np.full((1, 2, 2, 512), 300, np.float16)
         cases.append((big, big))
     for a, b in cases:
