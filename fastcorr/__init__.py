@@ -13,6 +13,7 @@ from ._api import (
     product_loss,
     product_loss_and_grad,
 )
+from ._kernels.threads import get_num_threads, num_threads, set_num_threads
 from ._volume import (
     correlation_volume,
     correlation_volume_loss,
@@ -33,6 +34,9 @@ __all__ = [
     "correlation_volume_vjp",
     "correlation_volume_loss",
     "correlation_volume_loss_and_grad",
+    "set_num_threads",
+    "get_num_threads",
+    "num_threads",
     "reference",
     "__version__",
 ]

@@ -8,6 +8,7 @@ GPU, `tf.function`), and fastcorr's framework adapters against the framework's o
 """
 
 import math
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -109,8 +110,9 @@ def _function(functions, p):
     return lambda x, y: f(x, y, p.axis)
 
 
-def _fastcorr(out=False, backend=None):
-    """fastcorr on the problem's backend, or on `backend` ("reference": the NumPy rows)."""
+def _fastcorr(out=False, backend=None, threads=None):
+    """fastcorr on the problem's backend, or on `backend` ("reference": the NumPy rows), on
+    its threads or on `threads` of them."""
     def make(p, a, b, g):
         (a, b, g), sync = placed(p.backend, a, b, g)
         f = getattr(fastcorr, p.op)
@@ -119,6 +121,11 @@ def _fastcorr(out=False, backend=None):
         if out:
             first = f(*args, p.axis, **kw)
             kw["out"] = first if p.op == "correlation" else tuple(first[-2:])
+        if threads:
+            def call():
+                with fastcorr.num_threads(threads):
+                    return f(*args, p.axis, **kw)
+            return call, sync
         return (lambda: f(*args, p.axis, **kw)), sync
     return make
 
@@ -229,6 +236,7 @@ def _tf(adapter):
 IMPLS = {
     "fastcorr out=": Impl(_fastcorr(out=True)),
     "fastcorr": Impl(_fastcorr()),
+    "fastcorr 1 thread": Impl(_fastcorr(threads=1), ("cpu",)),
     "numpy": Impl(_fastcorr(backend="reference"), ("cpu",)),
     "torch": Impl(_torch("eager"), needs="torch"),
     "torch.compile": Impl(_torch("compile"), needs="torch"),
@@ -241,6 +249,33 @@ IMPLS = {
 }
 PEERS = [name for name in IMPLS if not name.startswith("fastcorr")]
 ADAPTERS = [name for name in IMPLS if name.startswith("fastcorr.")]
+SERIAL = "fastcorr 1 thread"  # the yardstick of a loaded machine: fastcorr's serial kernels
+
+
+# --------------------------------------------------------------------------- load
+
+
+class Load:
+    """`n` busy processes beside the timings (a loaded machine), each ended when the block
+    ends, or after `seconds` whatever happens."""
+
+    def __init__(self, n, seconds=3600):
+        self.n, self.seconds, self.procs = n, seconds, []
+
+    def __enter__(self):
+        import subprocess
+        import sys
+
+        code = f"import time\nt = time.time() + {self.seconds}\nwhile time.time() < t: pass"
+        self.procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(self.n)]
+        time.sleep(0.2)  # let them take their cores
+        return self
+
+    def __exit__(self, *exc):
+        for proc in self.procs:
+            proc.kill()
+        for proc in self.procs:
+            proc.wait()
 
 
 # --------------------------------------------------------------------------- bandwidth

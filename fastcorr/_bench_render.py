@@ -48,6 +48,9 @@ def bench_table(rows, skipped, s, bandwidths, where, elapsed):
     shape = "x".join(map(str, s["shape"]))
     title = [(f"fastcorr {__version__} bench: {shape} {s['dtype']}, median of "
               f"{s['repeats']} calls; {where}")]
+    if s.get("load"):
+        title.append(f"LOADED: timed beside {s['load']} busy processes (--load); "
+                     "'fastcorr 1 thread' is fastcorr's serial kernels in the same conditions")
     for backend, bws in bandwidths.items():
         what = "device-to-device copy (2 arrays)" if backend == "cuda" else \
             "parallel triad z = x + s*y (3 arrays)"

@@ -24,9 +24,13 @@ def installed(module):
 
 
 def set_threads(n):
-    """CPU threads for fastcorr and for torch, which keeps a pool of its own."""
+    """CPU threads for fastcorr, for Numba's own parallel code (the bandwidth triad) and for
+    torch, which keeps a pool of its own."""
     import numba
 
+    import fastcorr
+
+    fastcorr.set_num_threads(n)
     numba.set_num_threads(n)
     if installed("torch"):
         import torch

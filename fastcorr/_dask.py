@@ -21,6 +21,7 @@ import numpy as np
 
 from . import reference
 from ._call import Call
+from ._kernels.threads import num_threads
 from ._validate import NO_REDUCTION, check_real, is_dask_array
 
 _F64 = np.dtype(np.float64)
@@ -34,14 +35,8 @@ def _task(f, *args, **kw):
     alone."""
     if type(args[0]) is not np.ndarray or kw.get("backend") == "reference":
         return f(*args, **kw)
-    import numba
-
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
+    with num_threads(1):
         return f(*args, **kw)
-    finally:
-        numba.set_num_threads(threads)
 
 
 def _task_tuple(f, *args, **kw):

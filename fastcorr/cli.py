@@ -60,13 +60,9 @@ def info():
 
     d = {"fastcorr": __version__, "python": platform.python_version(), "numpy": np.__version__,
          "numba": numba.__version__, "machine": _machine()}
-    # the threading layer is chosen at the first parallel launch: make one
-    a = np.ones(1 << 17, np.float32)
-    from . import correlation
+    from . import get_num_threads
 
-    correlation(a, a, backend="cpu")
-    d["threading layer"] = numba.threading_layer()
-    d["threads"] = numba.get_num_threads()
+    d["threads"] = f"{get_num_threads()} (fastcorr's pool; NUMBA_NUM_THREADS caps it)"
     d["kernel cache"] = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
         os.path.dirname(__file__), "_kernels", "__pycache__")
     d["cuda"] = _cuda_status()
@@ -173,6 +169,9 @@ def _bench_parser(p):
                    "compilations); give none for fastcorr alone")
     _common_options(p, "7, --quick 5")
     p.add_argument("--quick", action="store_true", help="a small run: under a minute on 2 cores")
+    p.add_argument("--load", type=int, default=0, metavar="N",
+                   help="time beside N busy processes (a loaded machine: N = the number of "
+                   "cores), and add fastcorr on 1 thread, the yardstick of a loaded machine")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of time against problem size "
                    "(corr_loss_and_grad if it runs, else the first op; the first axis), with "
                    "the bandwidth ceiling")
@@ -217,7 +216,10 @@ def _bench_settings(args):
     else:
         s["peers"] = (["numpy", "torch", "jax.jit"] if quick
                       else list(_bench.PEERS) + list(_bench.ADAPTERS))
-    s["impls"] = (["fastcorr out="] if args.with_out else []) + ["fastcorr"] + s["peers"]
+    serial = [_bench.SERIAL] if args.load else []
+    s["impls"] = (["fastcorr out="] if args.with_out else []) + ["fastcorr"] + serial + \
+        s["peers"]
+    s["load"] = args.load
     return s
 
 
@@ -259,7 +261,8 @@ def bench(args):
         return {"bandwidth_bytes_per_s": bw}
 
     started = time.perf_counter()
-    rows, skipped = run(problems, _bench.IMPLS, s["impls"], s["repeats"], before=measure)
+    with _bench.Load(s["load"]):
+        rows, skipped = run(problems, _bench.IMPLS, s["impls"], s["repeats"], before=measure)
     _bench.add_rates(rows)
     scaling = None
     if args.plot and problems:

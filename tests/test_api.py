@@ -61,7 +61,9 @@ def test_classic_example(backend):
 def test_public_names():
     volume = ["correlation_volume", "correlation_volume_vjp", "correlation_volume_loss",
               "correlation_volume_loss_and_grad"]
-    assert sorted(fastcorr.__all__) == sorted(ALL + volume + ["reference", "__version__"])
+    threads = ["set_num_threads", "get_num_threads", "num_threads"]
+    assert sorted(fastcorr.__all__) == sorted(ALL + volume + threads + ["reference",
+                                                                       "__version__"])
     for name in ALL + volume:
         assert callable(getattr(fastcorr, name))
 

@@ -1,13 +1,19 @@
-"""Safe where pipelines run it: many Python threads at once, and children forked after the
-parent ran the parallel kernels (as PyTorch DataLoader workers are), under every threading
-layer Numba has here. Each case runs in a fresh interpreter, since a layer is chosen once."""
+"""Safe where pipelines run it (docs/design.md, "Threads and processes"): many Python threads
+at once, children forked after the parent ran the kernels on its threads (as PyTorch
+DataLoader workers are), and a process whose own Numba code started any of Numba's threading
+layers. Each case runs in a fresh interpreter, since a layer is chosen once a process. And
+the results are the same, to the bit, whatever threads ran them."""
 
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 
+import numpy as np
 import pytest
+
+import fastcorr
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -16,6 +22,13 @@ import multiprocessing as mp, sys, threading
 import numpy as np, numba, fastcorr
 sys.path.insert(0, {here!r})
 from helpers import check
+
+@numba.njit(parallel=True)
+def users_own(x):  # the process's own parallel Numba code starts a threading layer
+    s = 0.0
+    for i in numba.prange(x.size):
+        s += x[i]
+    return s
 
 rng = np.random.default_rng(0)
 a = rng.standard_normal((32, 64, 96)).astype(np.float32)  # big enough for the parallel kernels
@@ -26,10 +39,12 @@ def work(i):
     func = ("corr_loss_and_grad", "product_loss_and_grad", "correlation")[i % 3]
     check(func, a, b, axis, "cpu")
     return i
+
+users_own(np.ones(1000))
+work(0)  # the parent has run the kernels on its threads
 """
 
 THREADS = """
-work(0)  # the parent has run a parallel kernel
 errors = []
 barrier = threading.Barrier(8)
 def run(i):
@@ -47,8 +62,8 @@ print("OK", numba.threading_layer())
 """
 
 FORK = """
-work(0)  # the parent has run a parallel kernel
 def child(i):
+    assert fastcorr.get_num_threads() == {threads}  # the child's calls still use threads
     for k in range(3):
         work(i + k)
 ctx = mp.get_context("fork")
@@ -60,12 +75,9 @@ work(1)  # and the parent still works
 print("OK", numba.threading_layer())
 """
 
-
 DATALOADER = """
 import torch
 from torch.utils.data import DataLoader, Dataset
-
-work(0)  # the parent has run a parallel kernel, as a training script would before its loader
 
 class Pairs(Dataset):
     def __len__(self):
@@ -93,7 +105,8 @@ def layers():
 
 
 def run_script(body, layer):
-    code = textwrap.dedent(COMMON.format(here=HERE)) + textwrap.dedent(body)
+    code = (textwrap.dedent(COMMON.format(here=HERE))
+            + textwrap.dedent(body.replace("{threads}", str(fastcorr.get_num_threads()))))
     env = dict(os.environ, NUMBA_THREADING_LAYER=layer)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=300)
@@ -118,3 +131,64 @@ def test_forked_children_after_parallel_work(layer):
 def test_pytorch_dataloader_workers(layer):
     pytest.importorskip("torch")
     run_script(DATALOADER, layer)
+
+
+# --------------------------------------------------------------------------- the same bits
+
+CASES = [("corr_loss_and_grad", 1), ("corr_loss_and_grad", -1), ("product_loss_and_grad", 1),
+         ("product_loss_and_grad", None), ("correlation", 1), ("correlation_vjp", -1)]
+
+
+def _call(func, a, b, axis):
+    f = getattr(fastcorr, func)
+    if func == "correlation_vjp":
+        return f(a, b, np.ones(fastcorr.correlation(a, b, axis).shape, a.dtype), axis)
+    r = f(a, b, axis)
+    return r if isinstance(r, tuple) else (r,)
+
+
+@pytest.mark.parametrize("func,axis", CASES)
+def test_results_do_not_depend_on_the_threads(func, axis):
+    """One thread, every thread, and eight calls at once from eight Python threads sharing
+    the pool: the same bits every time (chunks are fixed by the problem, and their partial
+    losses combined in chunk order)."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((4, 32, 48, 40)).astype(np.float32)
+    b = rng.standard_normal((4, 32, 48, 40)).astype(np.float32)
+    want = _call(func, a, b, axis)
+    with fastcorr.num_threads(1):
+        for g, w in zip(_call(func, a, b, axis), want):
+            assert np.array_equal(g, w)
+    got = [None] * 8
+
+    def run(i):
+        with fastcorr.num_threads(1 + i % fastcorr.get_num_threads()):
+            got[i] = _call(func, a, b, axis)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for results in got:
+        for g, w in zip(results, want):
+            assert np.array_equal(g, w)
+
+
+def test_thread_settings():
+    n = fastcorr.get_num_threads()
+    with fastcorr.num_threads(1):
+        assert fastcorr.get_num_threads() == 1
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(fastcorr.get_num_threads()))
+        t.start()
+        t.join()
+        assert seen == [n]  # thread-local
+    assert fastcorr.get_num_threads() == n
+    for bad, exc in ((0, ValueError), (10**6, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="fastcorr: the number of threads"):
+            fastcorr.set_num_threads(bad)
+        with pytest.raises(exc, match="fastcorr: the number of threads"):
+            with fastcorr.num_threads(bad):
+                pass
+    assert fastcorr.get_num_threads() == n

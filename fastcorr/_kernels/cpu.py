@@ -1,31 +1,30 @@
 """Numba CPU kernels on the fixed kernel contract, and the code that launches them.
 
 The contract (docs/design.md, "Kernel contract"): the API layer hands over `a` and `b` as 3-D
-arrays of shape (P, R, Q): P outer positions, the reduced axis R, Q inner positions. When Q == 1 the reduced
-axis is the contiguous one and the `rows_*` kernels take 2-D (P, R) views; otherwise the
-`strided_*` kernels walk memory in order and keep a partial sum for each of the Q positions of
-a tile instead of striding along R.
+arrays of shape (P, R, Q): P outer positions, the reduced axis R, Q inner positions. When
+Q == 1 the reduced axis is the contiguous one and the `rows_*` kernels take 2-D (P, R) views;
+otherwise the `strided_*` kernels walk memory in order and keep a partial sum for each of the
+Q positions of a tile instead of striding along R.
 
-Work is split into tiles (position p, segment k of R, block of Q) and tiles into chunks; each
-chunk keeps its own partial loss, combined at the end, so results depend on the thread count
-only through the chunking. Sums are taken in blocks of BLOCK terms in the inputs' dtype
-(vectorised), and the blocks added in float64 with Neumaier compensation: the error of a dot
-product is bounded by that of BLOCK terms at any length, where NumPy's pairwise sum grows with
-log n (and its sums along a strided axis with n). Losses are accumulated in float64.
+Work is split into tiles (position p, segment k of R, block of Q) and tiles into chunks, both
+fixed by the problem's shape; each chunk keeps its own partial loss, combined in chunk order,
+so results do not depend on the thread count. Sums are taken in blocks of BLOCK terms in the
+inputs' dtype (vectorised), and the blocks added in float64 with Neumaier compensation: the
+error of a dot product is bounded by that of BLOCK terms at any length, where NumPy's pairwise
+sum grows with log n (and its sums along a strided axis with n). Losses are accumulated in
+float64.
 
-Every kernel is compiled twice from the same source: parallel (prange over chunks) and serial.
-The serial one serves small inputs, where a parallel launch costs more than the work, and
-whatever the threading layer cannot run safely (see `launch`).
+Every kernel is serial and releases the GIL, and computes chunks [c0, c1) of nchunks: the
+pool of `threads` runs chunks on as many threads as a call may use.
 """
 
-import os
-import threading
-import types
+import math
 from functools import lru_cache
 
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from . import threads
 
 # reassoc lets LLVM vectorise the blocked float sums; contract allows fused multiply-adds.
 # Both change results only by float rounding; nothing here assumes finite values, so NaN and
@@ -41,7 +40,7 @@ TILE_BYTES = 4 << 20
 MIN_RUN = 1024
 MAX_RUN = 1 << 16
 FLAT_RUN = 1 << 14  # segment of an elementwise problem taken as one long row
-PARALLEL_MIN = 1 << 16  # elements; below this the serial kernels are faster
+PARALLEL_MIN = 1 << 16  # elements; below this one thread is faster
 
 
 # --------------------------------------------------------------------------- helpers
@@ -232,12 +231,12 @@ def _column_sums(QB, dtype):
 # computed in the inputs' dtype, as NumPy would.
 
 
-def rows_dot(a, b, out, nchunks):
+def rows_dot(a, b, out, sums, comps, c0, c1, nchunks):
     """out[p, k] = sum over segment k of a[p] * b[p]."""
     P, S = out.shape
     R = a.shape[1]
     seg = -(-R // S)
-    for c in prange(nchunks):
+    for c in range(c0, c1):
         lo, hi = bounds(c, nchunks, P * S)
         if S == 1:
             for p in range(lo, hi):
@@ -248,12 +247,10 @@ def rows_dot(a, b, out, nchunks):
                 out[p, k] = _dot(a[p, r0:r1], b[p, r0:r1])
 
 
-def rows_corr_grad(a, b, pos, ga, gb, scale, nchunks):
+def rows_corr_grad(a, b, pos, ga, gb, scale, sums, comps, c0, c1, nchunks):
     """Fused corr loss: returns sum(0.5*corr**2); pos <- corr; ga, gb <- scale*corr*(b, a)."""
     P, R = a.shape
-    sums = np.zeros(nchunks)
-    comps = np.zeros(nchunks)
-    for c in prange(nchunks):
+    for c in range(c0, c1):
         lo, hi = bounds(c, nchunks, P)
         s = 0.0
         e = 0.0
@@ -266,17 +263,14 @@ def rows_corr_grad(a, b, pos, ga, gb, scale, nchunks):
             s, e = neumaier(s, e, 0.5 * d * d)
         sums[c] = s
         comps[c] = e
-    return combine(sums, comps)
 
 
-def rows_product(a, b, pos, ga, gb, scale, S, nchunks):
+def rows_product(a, b, pos, ga, gb, scale, S, sums, comps, c0, c1, nchunks):
     """Product loss: returns sum(0.5*(a*b)**2); pos[p, k] <- sum((a*b)**2) over segment k."""
     P, R = a.shape
     seg = -(-R // S)
     w = a.dtype.type(scale)
-    sums = np.zeros(nchunks)
-    comps = np.zeros(nchunks)
-    for c in prange(nchunks):
+    for c in range(c0, c1):
         lo, hi = bounds(c, nchunks, P * S)
         s = 0.0
         e = 0.0
@@ -291,28 +285,27 @@ def rows_product(a, b, pos, ga, gb, scale, S, nchunks):
             s, e = neumaier(s, e, 0.5 * v)
         sums[c] = s
         comps[c] = e
-    return combine(sums, comps)
 
 
-def rows_vjp(a, b, g, ga, gb, S, nchunks):
+def rows_vjp(a, b, g, ga, gb, S, sums, comps, c0, c1, nchunks):
     """ga[p] = g[p] * b[p], gb[p] = g[p] * a[p]."""
     P, R = a.shape
     seg = -(-R // S)
-    for c in prange(nchunks):
+    for c in range(c0, c1):
         lo, hi = bounds(c, nchunks, P * S)
         for t in range(lo, hi):
             p, _, r0, r1 = _segment(t, S, seg, R)
             _scaled(a.dtype.type(g[p]), a[p, r0:r1], b[p, r0:r1], ga[p, r0:r1], gb[p, r0:r1])
 
 
-def strided_dot(a, b, out, QB, nchunks):
+def strided_dot(a, b, out, QB, sums, comps, c0, c1, nchunks):
     """out[p, k, q] = sum over segment k of a[p, :, q] * b[p, :, q]."""
     P, R, Q = a.shape
     S = out.shape[1]
     nqb = -(-Q // QB)
     ntiles = P * S * nqb
     none = np.empty((1, 1, 0), a.dtype)  # _cols writes no gradients here
-    for c in prange(nchunks):
+    for c in range(c0, c1):
         acc, tot, cmp = _column_sums(QB, a.dtype)
         lo, hi = bounds(c, nchunks, ntiles)
         for t in range(lo, hi):
@@ -321,16 +314,14 @@ def strided_dot(a, b, out, QB, nchunks):
             out[p, k, q0:q1] = tot[:q1 - q0]
 
 
-def strided_corr_grad(a, b, pos, ga, gb, scale, QB, nchunks):
+def strided_corr_grad(a, b, pos, ga, gb, scale, QB, sums, comps, c0, c1, nchunks):
     """Fused corr loss over (P, R, Q); see rows_corr_grad. A tile is sized to stay in cache
     between the pass that sums it and the pass that writes its gradients."""
     P, R, Q = a.shape
     nqb = -(-Q // QB)
     ntiles = P * nqb
     none = np.empty((1, 1, 0), a.dtype)
-    sums = np.zeros(nchunks)
-    comps = np.zeros(nchunks)
-    for c in prange(nchunks):
+    for c in range(c0, c1):
         acc, tot, cmp = _column_sums(QB, a.dtype)
         w = np.empty(QB, a.dtype)
         s = 0.0
@@ -352,17 +343,14 @@ def strided_corr_grad(a, b, pos, ga, gb, scale, QB, nchunks):
                                 gb[p, r, q0:q1])
         sums[c] = s
         comps[c] = e
-    return combine(sums, comps)
 
 
-def strided_product(a, b, pos, ga, gb, scale, S, QB, nchunks):
+def strided_product(a, b, pos, ga, gb, scale, S, QB, sums, comps, c0, c1, nchunks):
     """Product loss over (P, R, Q); pos[p, k, q] <- sum((a*b)**2) over segment k."""
     P, R, Q = a.shape
     nqb = -(-Q // QB)
     ntiles = P * S * nqb
-    sums = np.zeros(nchunks)
-    comps = np.zeros(nchunks)
-    for c in prange(nchunks):
+    for c in range(c0, c1):
         acc, tot, cmp = _column_sums(QB, a.dtype)
         s = 0.0
         e = 0.0
@@ -377,15 +365,14 @@ def strided_product(a, b, pos, ga, gb, scale, S, QB, nchunks):
                 s, e = neumaier(s, e, 0.5 * tot[i])
         sums[c] = s
         comps[c] = e
-    return combine(sums, comps)
 
 
-def strided_vjp(a, b, g, ga, gb, S, QB, nchunks):
+def strided_vjp(a, b, g, ga, gb, S, QB, sums, comps, c0, c1, nchunks):
     """ga[p, :, q] = g[p, q] * b[p, :, q], gb[p, :, q] = g[p, q] * a[p, :, q]."""
     P, R, Q = a.shape
     nqb = -(-Q // QB)
     ntiles = P * S * nqb
-    for c in prange(nchunks):
+    for c in range(c0, c1):
         w = np.empty(QB, a.dtype)
         lo, hi = bounds(c, nchunks, ntiles)
         for t in range(lo, hi):
@@ -398,27 +385,14 @@ def strided_vjp(a, b, g, ga, gb, S, QB, nchunks):
                             gb[p, r, q0:q1])
 
 
-def _compile(fn):
-    """(parallel, serial) dispatchers of one kernel source, compiled lazily for the types used.
-
-    The serial twin is a copy of the function under another name: Numba's on-disk cache keys
-    entries by name and bytecode, not by the parallel flag, so one name would mix the two."""
-    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial")
-    twin.__qualname__ = fn.__qualname__ + "_serial"
-    twin.__doc__ = fn.__doc__
-    return (
-        njit(parallel=True, fastmath=FASTMATH, **OPTIONS)(fn),
-        njit(fastmath=FASTMATH, **OPTIONS)(twin),
-    )
-
-
 _KERNELS = {}
 
 
 def register(*fns):
-    """Compile kernels for `launch`; the cost-volume module registers its own."""
+    """Compile kernels for `launch` (lazily, for the types they meet); the cost-volume module
+    registers its own."""
     for fn in fns:
-        _KERNELS[fn.__name__] = _compile(fn)
+        _KERNELS[fn.__name__] = njit(fastmath=FASTMATH, **OPTIONS)(fn)
 
 
 register(
@@ -433,78 +407,43 @@ register(
 )
 
 
-# --------------------------------------------------------------------------- launching
-# Numba's threading layers are not all safe where data pipelines run (docs/design.md, "Threads and processes"):
-# GNU OpenMP aborts a forked child whose parent already ran a parallel region, and workqueue
-# aborts when two threads launch at once. Rather than impose a layer on the whole process,
-# the launcher routes around both: a thread that finds the workqueue busy runs the serial
-# kernel itself, and a child forked after OpenMP was started runs serial kernels only.
-
-_lock = threading.Lock()
-_layer = None  # numba.threading_layer() once a parallel kernel has run here
-_serial_only = False
-
-
-def _after_fork_in_child():
-    global _lock, _serial_only
-    _lock = threading.Lock()  # a lock held by another thread at fork time never comes free
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel region ran in the parent: the child starts afresh
-        return
-    if layer == "omp":
-        _serial_only = True
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def launch(name, parallel, *args):
-    """Run kernel `name`; its last argument, nchunks, becomes 1 where it runs serially."""
-    global _layer
-    par, ser = _KERNELS[name]
-    if not parallel:
-        return ser(*args)
-    if not _serial_only:
-        if _layer is not None and _layer != "workqueue":
-            return par(*args)
-        if _lock.acquire(blocking=False):  # the first launch, or workqueue: one at a time
-            try:
-                result = par(*args)
-                _layer = numba.threading_layer()
-            finally:
-                _lock.release()
-            return result
-    return ser(*args[:-1], 1)
+    """Run kernel `name` over its chunks (its last argument is nchunks), on the threads a call
+    from this thread may use where parallel; returns the combined float64 loss."""
+    nchunks = args[-1]
+    sums, comps = threads.run(_KERNELS[name], args[:-1], nchunks,
+                              threads.get_num_threads() if parallel else 1)
+    return combine(sums, comps)
 
 
 def _plan(shape, itemsize, fused=False):
-    """Tiling of a (P, R, Q) problem: (parallel, S segments of R, QB columns a tile, nchunks)."""
+    """Tiling of a (P, R, Q) problem: (parallel, S segments of R, QB columns a tile, nchunks),
+    all fixed by the problem: only whether to run in parallel depends on the machine."""
     P, R, Q = shape
-    if P * R * Q < PARALLEL_MIN or _serial_only:
-        return _tiling(P, R, Q, itemsize, 1, fused)
-    return _tiling(P, R, Q, itemsize, numba.get_num_threads(), fused)
+    return (P * R * Q >= PARALLEL_MIN,) + _tiling(P, R, Q, itemsize, fused)
 
 
 @lru_cache(maxsize=1024)
-def _tiling(P, R, Q, itemsize, threads, fused):
-    """A fused tile must stay in cache between its two passes; other tiles take the longest
-    runs that still leave work for every thread. R is split into segments only where the
-    positions alone cannot keep the threads busy."""
+def _tiling(P, R, Q, itemsize, fused):
+    """(S, QB, nchunks). A fused tile must stay in cache between its two passes; other tiles
+    take the longest runs that still leave four chunks a thread of this machine (however
+    many a call uses: the tiling is the same for any thread count). R is split into segments
+    only where the positions alone cannot make that many."""
+    chunks = 4 * threads.max_threads() if P * R * Q >= PARALLEL_MIN else 1
     QB = 1
     if Q > 1:
         QB = min(Q, MAX_RUN)
         if fused:
             QB = min(QB, max(MIN_RUN, TILE_BYTES // (2 * itemsize * max(R, 1)) // 64 * 64))
-        while P * -(-Q // QB) < 4 * threads and QB >= 2 * MIN_RUN:
+        while P * -(-Q // QB) < chunks and QB >= 2 * MIN_RUN:
             QB //= 2
-    if threads == 1:
-        return False, 1, QB, 1
+    if chunks == 1:
+        return 1, QB, 1
     tiles = P * -(-Q // QB)
     S = 1
-    if tiles < 4 * threads:
-        S = max(1, min(-(-4 * threads // max(tiles, 1)), R // (8 * BLOCK)))
-    return True, S, QB, max(1, min(tiles * S, 4 * threads))
+    if tiles < chunks:
+        S = max(1, min(-(-chunks // max(tiles, 1)), R // (8 * BLOCK)))
+    return S, QB, max(1, min(tiles * S, chunks))
 
 
 _F64 = np.dtype(np.float64)
@@ -638,27 +577,30 @@ def _product_loss_grad(a, b, scale, pos, ga, gb):
 
 def serial_plan(op, prq, dtype, scale):
     """For small inputs of one (P, R, Q) shape, the cheapest call of a fused loss: returns
-    (kernel shape, run) with run(a, b, ga, gb) -> loss for C-ordered arrays of that shape.
+    (kernel shape, run) with run(a, b, ga, gb) -> loss for C-ordered arrays of that shape, on
+    the kernel and tiling the launchers above choose for it (so that it gives their bits).
     The API keeps these per call signature, so a repeated small call skips the planning."""
     P, R, Q = prq
     if op == "corr_loss_and_grad" and Q > 1:
-        kern = _KERNELS["strided_corr_grad"][1]
-        pos = _unwanted(_F64, 2)
+        kern, pos = _KERNELS["strided_corr_grad"], _unwanted(_F64, 2)
         QB = _plan(prq, dtype.itemsize, fused=True)[2]
-        return prq, lambda a, b, ga, gb: kern(a, b, pos, ga, gb, scale, QB, 1)
+        return prq, lambda a, b, ga, gb: _serial(kern, a, b, pos, ga, gb, scale, QB)
     if op == "corr_loss_and_grad":
-        kern = _KERNELS["rows_corr_grad"][1]
-        pos = _unwanted(_F64, 1)
-        return (P, R), lambda a, b, ga, gb: kern(a, b, pos, ga, gb, scale, 1)
-    # the kernel and tiling product_loss_grad chooses for this shape, so that a planned call
-    # gives the same bits as the first, planned one
+        kern, pos = _KERNELS["rows_corr_grad"], _unwanted(_F64, 1)
+        return (P, R), lambda a, b, ga, gb: _serial(kern, a, b, pos, ga, gb, scale)
     _, S, QB, _ = _plan(prq, dtype.itemsize)
     if Q > 1:
-        kern = _KERNELS["strided_product"][1]
-        part = _unwanted(_F64, 3)
-        return prq, lambda a, b, ga, gb: kern(a, b, part, ga, gb, scale, S, QB, 1)
+        kern, part = _KERNELS["strided_product"], _unwanted(_F64, 3)
+        return prq, lambda a, b, ga, gb: _serial(kern, a, b, part, ga, gb, scale, S, QB)
     if P == 1:
         S = max(S, -(-R // FLAT_RUN))
-    kern = _KERNELS["rows_product"][1]
-    part = _unwanted(_F64, 2)
-    return (P, R), lambda a, b, ga, gb: kern(a, b, part, ga, gb, scale, S, 1)
+    kern, part = _KERNELS["rows_product"], _unwanted(_F64, 2)
+    return (P, R), lambda a, b, ga, gb: _serial(kern, a, b, part, ga, gb, scale, S)
+
+
+def _serial(kernel, *args):
+    """A kernel's one chunk on this thread; its loss."""
+    sums, comps = np.zeros(1), np.zeros(1)
+    kernel(*args, sums, comps, 0, 1, 1)
+    s = sums[0]
+    return s + comps[0] if math.isfinite(s) else s

@@ -16,10 +16,10 @@ float32 matrix product would; losses are accumulated in float64.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import volume_index
-from .cpu import INLINE, FASTMATH, OPTIONS, bounds, combine, launch, neumaier, register
+from .cpu import FASTMATH, INLINE, OPTIONS, bounds, launch, neumaier, register
 
 
 # The row helpers are ordinary compiled functions, each a row's worth of work, so a call
@@ -212,16 +212,14 @@ def _value(a, b, n, cy, cx, dy, dx, kr):
 # --------------------------------------------------------------------------- kernels
 
 
-def volume_forward(a, b, out, geo, scale, nchunks):
+def volume_forward(a, b, out, geo, scale, sums, comps, c0, c1, nchunks):
     """out[n, oy, ox, :] = scale * the volume at output (oy, ox), unless out is empty;
-    returns sum(0.5 * volume**2)."""
+    sums[c] (+ comps[c]) <- sum(0.5 * volume**2) over the rows of chunk c."""
     N, W = a.shape[0], a.shape[2]
     Ho, Wo, nx = geo.Ho, geo.Wo, geo.nx
     D = geo.ny * nx
     w = a.dtype.type(scale)
-    sums = np.zeros(nchunks)
-    comps = np.zeros(nchunks)
-    for c in prange(nchunks):
+    for c in range(c0, c1):
         lo, hi = bounds(c, nchunks, N * Ho)
         acc = np.empty((Wo, D), a.dtype)
         P = np.empty((W, nx), a.dtype)
@@ -240,26 +238,24 @@ def volume_forward(a, b, out, geo, scale, nchunks):
                 s, e = neumaier(s, e, 0.5 * q)
         sums[c] = s
         comps[c] = e
-    return combine(sums, comps)
 
 
-def volume_vjp(a, b, g, ga, gb, geo, scale, weight, nchunks):
-    """ga, gb <- the gradients of sum(g * volume). With g empty, g is weight * the volume,
-    recomputed where it is needed and never stored, and the result is sum(0.5*volume**2).
+def volume_grad_a(a, b, g, ga, geo, scale, weight, sums, comps, c0, c1, nchunks):
+    """ga <- the gradient of sum(g * volume). With g empty, g is weight * the volume,
+    recomputed where it is needed and never stored, and sums[c] (+ comps[c]) <- the chunk's
+    sum(0.5*volume**2).
 
-    Each input row first collects its weights Wt[x, k] (the upstream gradient of every output
-    and displacement that read pixel x), then gathers the other input's rows, one displaced
-    row at a time."""
+    Both gradients are gathers, row by row: each input row first collects its weights
+    Wt[x, k] (the upstream gradient of every output and displacement that read pixel x),
+    then gathers the other input's rows, one displaced row at a time."""
     N, H, W, C = a.shape
     Ho, Wo, oy0, ox0, s1, kr, dy0, ny, dx0, nx, s2 = geo
     D = ny * nx
     fused = g.size == 0 and Ho * Wo * D * N > 0
     w_t = a.dtype.type(scale)
     g_t = a.dtype.type(weight)
-    sums = np.zeros(nchunks)
-    comps = np.zeros(nchunks)
     # grad_a at (y, x): the outputs whose window holds (y, x), each with every displacement
-    for c in prange(nchunks):
+    for c in range(c0, c1):
         lo, hi = bounds(c, nchunks, N * H)
         Wt = np.empty((W, D), a.dtype)
         v = np.empty((Wo, D), a.dtype)
@@ -298,8 +294,19 @@ def volume_vjp(a, b, g, ga, gb, geo, scale, weight, nchunks):
                     ga[n, y, x, i] = w_t * acc[x, i]
         sums[c] = s
         comps[c] = e
+
+
+def volume_grad_b(a, b, g, gb, geo, scale, weight, sums, comps, c0, c1, nchunks):
+    """gb <- the gradient of sum(g * volume) (g empty: weight * the volume); see
+    volume_grad_a."""
+    N, H, W, C = a.shape
+    Ho, Wo, oy0, ox0, s1, kr, dy0, ny, dx0, nx, s2 = geo
+    D = ny * nx
+    fused = g.size == 0 and Ho * Wo * D * N > 0
+    w_t = a.dtype.type(scale)
+    g_t = a.dtype.type(weight)
     # grad_b at (y, x): for displacement k the pixel of `a` it met is (y - dy_k, x - dx_k)
-    for c in prange(nchunks):
+    for c in range(c0, c1):
         lo, hi = bounds(c, nchunks, N * H)
         Wt = np.empty((W, D), a.dtype)
         P = np.empty((W, nx), a.dtype)
@@ -345,10 +352,9 @@ def volume_vjp(a, b, g, ga, gb, geo, scale, weight, nchunks):
             for x in range(W):
                 for i in range(C):
                     gb[n, y, x, i] = w_t * acc[x, i]
-    return combine(sums, comps)
 
 
-register(volume_forward, volume_vjp)
+register(volume_forward, volume_grad_a, volume_grad_b)
 
 
 # --------------------------------------------------------------------------- the contract
@@ -356,25 +362,25 @@ register(volume_forward, volume_vjp)
 # allocated by the caller, None when not wanted; losses added into total[0].
 
 
-def _parallel(a, geo):
-    work = a.shape[0] * a.shape[1] * a.shape[2] * geo.ny * geo.nx * max(a.shape[3], 1)
-    return work >= (1 << 16)
-
-
 def volume_forward(a, b, out, geo, scale, total):
     """out <- the volume (unless None); total[0] += sum(0.5 * volume**2)."""
-    rows = a.shape[0] * geo.Ho
-    par = _parallel(a, geo)
     out = np.empty((0, 0, 0, 0), a.dtype) if out is None else out
-    total[0] += launch("volume_forward", par, a, b, out, geo, float(scale), rows if par else 1)
+    total[0] += _launch("volume_forward", a, geo, a.shape[0] * geo.Ho, b, out, geo,
+                        float(scale))
 
 
 def volume_vjp(a, b, g, ga, gb, geo, scale, weight, total):
     """ga, gb <- the gradients of sum(g * volume); with g None, those of weight *
     0.5*||volume||**2, and total[0] += sum(0.5 * volume**2)."""
-    if g is None:
-        g = np.empty((0, 0, 0, 0), a.dtype)
+    g = np.empty((0, 0, 0, 0), a.dtype) if g is None else g
     rows = a.shape[0] * a.shape[1]
-    par = _parallel(a, geo)
-    total[0] += launch("volume_vjp", par, a, b, g, ga, gb, geo, float(scale), float(weight),
-                       rows if par else 1)
+    total[0] += _launch("volume_grad_a", a, geo, rows, b, g, ga, geo, float(scale),
+                        float(weight))
+    _launch("volume_grad_b", a, geo, rows, b, g, gb, geo, float(scale), float(weight))
+
+
+def _launch(name, a, geo, rows, *args):
+    """Kernel `name` on a, *args, a chunk a row where the work is worth threads."""
+    work = a.shape[0] * a.shape[1] * a.shape[2] * geo.ny * geo.nx * max(a.shape[3], 1)
+    par = work >= (1 << 16)
+    return launch(name, par, a, *args, rows if par else 1)

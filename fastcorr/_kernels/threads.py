@@ -1,0 +1,172 @@
+"""The CPU kernels' threads: fastcorr's own pool over the nogil serial kernels, and the thread
+count users set (docs/design.md, "Threads and processes").
+
+A call's work is a fixed list of chunks, fixed by the problem's shape and never by the thread
+count, and each chunk keeps its own partial loss, combined in chunk order: results are the
+same whichever threads ran which chunks. The calling thread computes chunks itself and asks up
+to threads - 1 pool workers to help; each thread starts on a home range of chunks (the same
+every call, for the caches), then takes what others have not started. A worker that starts
+after the chunks are gone does nothing: the caller waits only for chunks already being
+computed, never for a thread that has not started, so on a machine whose cores are busy a
+call slows to about its serial speed, not to a scheduler quantum a barrier.
+
+The pool is fastcorr's, not Numba's threading layer: it is safe in forked children (the pool
+starts afresh in the child) and with calls from many Python threads at once.
+"""
+
+import contextlib
+import os
+import queue
+import threading
+
+import numpy as np
+
+
+def max_threads():
+    """The most threads a call may use: NUMBA_NUM_THREADS (by default the CPU count)."""
+    from numba.core import config  # here: `import fastcorr` does not import Numba
+
+    return config.NUMBA_NUM_THREADS
+
+
+_default = None  # set_num_threads; None: max_threads()
+_local = threading.local()  # the thread count inside a `num_threads` block of this thread
+
+
+def _check(n):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"fastcorr: the number of threads must be an int, not {n!r}")
+    if not 1 <= n <= max_threads():
+        raise ValueError(f"fastcorr: the number of threads must be between 1 and "
+                         f"{max_threads()} (NUMBA_NUM_THREADS); got {n}")
+    return int(n)
+
+
+def get_num_threads():
+    """The number of threads the CPU kernels use for a call from this thread."""
+    n = getattr(_local, "n", None)
+    return n if n is not None else (_default or max_threads())
+
+
+def set_num_threads(n):
+    """Use at most n threads for the CPU kernels (1 <= n <= NUMBA_NUM_THREADS), from any
+    thread that does not say otherwise with `num_threads`."""
+    global _default
+    _default = _check(n)
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """Within this block, calls from this thread use at most n threads for the CPU kernels
+    (thread-local: other threads keep their own setting)."""
+    saved = getattr(_local, "n", None)
+    _local.n = _check(n)
+    try:
+        yield
+    finally:
+        _local.n = saved
+
+
+class _Job:
+    """One call's chunks, shared by the caller and the workers that help it.
+
+    Thread i (the caller is 0) has a home range of chunks, the same every call, so that a
+    loop of calls finds each chunk's data where it left it (in that core's caches); it takes
+    its own from the front, and when they are gone takes others' from the back."""
+
+    __slots__ = ("kernel", "args", "nchunks", "sums", "comps", "lock", "front", "back",
+                 "left", "done", "error")
+
+    def __init__(self, kernel, args, nchunks, threads):
+        self.kernel, self.args, self.nchunks = kernel, args, nchunks
+        self.sums, self.comps = np.zeros(nchunks), np.zeros(nchunks)
+        self.lock = threading.Lock()
+        self.front = [i * nchunks // threads for i in range(threads)]
+        self.back = self.front[1:] + [nchunks]
+        self.left = nchunks
+        self.done = threading.Lock()  # held until the last chunk is finished
+        self.done.acquire()
+        self.error = None
+
+    def _claim(self, i):
+        """(c0, c1): half of what is left of home range i, or the last chunk of the range
+        with most left; None when every chunk is taken."""
+        with self.lock:
+            front, back = self.front, self.back
+            if front[i] < back[i]:
+                c0 = front[i]
+                front[i] = c1 = c0 + max(1, (back[i] - c0) // 2)
+                return c0, c1
+            j = max(range(len(front)), key=lambda k: back[k] - front[k])
+            if front[j] >= back[j]:
+                return None
+            back[j] -= 1
+            return back[j], back[j] + 1
+
+    def help(self, i):
+        """Compute chunks as thread i until none are left to take."""
+        while True:
+            run = self._claim(i)
+            if run is None:
+                return
+            c0, c1 = run
+            try:
+                self.kernel(*self.args, self.sums, self.comps, c0, c1, self.nchunks)
+            except BaseException as exc:  # handed to the caller, which raises it
+                self.error = exc
+            with self.lock:
+                self.left -= c1 - c0
+                if self.left == 0:
+                    self.done.release()
+
+
+class _Pool:
+    """Workers 1, 2, ...: worker i always takes part i of a job, so that it keeps the same
+    chunks from one call to the next."""
+
+    def __init__(self):
+        self.queues = []
+        self.lock = threading.Lock()
+
+    def ask(self, job, helpers):
+        with self.lock:
+            while len(self.queues) < helpers:
+                q = queue.SimpleQueue()
+                threading.Thread(target=self._work, args=(q, len(self.queues) + 1),
+                                 name="fastcorr-worker", daemon=True).start()
+                self.queues.append(q)
+        for q in self.queues[:helpers]:
+            q.put(job)
+
+    @staticmethod
+    def _work(jobs, i):
+        while True:
+            jobs.get().help(i)
+
+
+_pool = _Pool()
+
+
+def _after_fork_in_child():
+    global _pool
+    _pool = _Pool()  # the parent's workers do not exist here
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def run(kernel, args, nchunks, threads):
+    """kernel(*args, sums, comps, c0, c1, nchunks) over chunks [0, nchunks), on up to
+    `threads` threads; returns (sums, comps), each chunk's partial loss and compensation."""
+    if threads <= 1 or nchunks <= 1:  # all on this thread, in one call
+        sums, comps = np.zeros(nchunks), np.zeros(nchunks)
+        kernel(*args, sums, comps, 0, nchunks, nchunks)
+        return sums, comps
+    threads = min(threads, nchunks)
+    job = _Job(kernel, args, nchunks, threads)
+    _pool.ask(job, threads - 1)
+    job.help(0)
+    job.done.acquire()  # the chunks others are computing
+    if job.error is not None:
+        raise job.error
+    return job.sums, job.comps
