@@ -124,9 +124,11 @@ def _dot(x, y):
     s = 0.0
     c = 0.0
     for k in range(0, n, BLOCK):
+        xs = x[k:k + BLOCK]  # a block as a slice, looped from 0: see above
+        ys = y[k:k + BLOCK]
         blk = x.dtype.type(0)
-        for i in range(k, min(k + BLOCK, n)):
-            blk += x[i] * y[i]
+        for i in range(xs.shape[0]):
+            blk += xs[i] * ys[i]
         s, c = neumaier(s, c, np.float64(blk))
     return _total(s, c)
 
@@ -139,20 +141,23 @@ def _sq(x, y, gx, gy, scale):
     s = 0.0
     c = 0.0
     for k in range(0, n, BLOCK):
+        xs = x[k:k + BLOCK]  # a block as slices, looped from 0: see above
+        ys = y[k:k + BLOCK]
         blk = x.dtype.type(0)
-        m = min(k + BLOCK, n)
         if gx.size:
-            for i in range(k, m):
-                u = x[i]
-                v = y[i]
+            gxs = gx[k:k + BLOCK]
+            gys = gy[k:k + BLOCK]
+            for i in range(xs.shape[0]):
+                u = xs[i]
+                v = ys[i]
                 t = u * v
                 blk += t * t
                 w = scale * t
-                gx[i] = w * v
-                gy[i] = w * u
+                gxs[i] = w * v
+                gys[i] = w * u
         else:
-            for i in range(k, m):
-                t = x[i] * y[i]
+            for i in range(xs.shape[0]):
+                t = xs[i] * ys[i]
                 blk += t * t
         s, c = neumaier(s, c, np.float64(blk))
     return _total(s, c)
