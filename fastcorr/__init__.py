@@ -14,6 +14,7 @@ from ._api import (
     product_loss_and_grad,
 )
 from ._kernels.threads import get_num_threads, num_threads, set_num_threads
+from ._memory import output_pool
 from ._volume import (
     correlation_volume,
     correlation_volume_loss,
@@ -37,6 +38,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "num_threads",
+    "output_pool",
     "reference",
     "__version__",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import reference
 from ._kernels import load
+from ._memory import output_pool
 from ._validate import as_host_array, check_grad_out, check_out, is_device_array, same_device
 
 _F64 = np.dtype(np.float64)
@@ -72,7 +73,7 @@ class Host(Executor):
         return getattr(self.kernels, name)(*args)
 
     def empty(self, shape, dtype=None):
-        return np.empty(shape, dtype or self.dtype)
+        return output_pool.empty(shape, dtype or self.dtype)  # without fresh pages
 
     def zeros(self, shape, dtype=None):
         return np.zeros(shape, dtype or self.dtype)

@@ -61,7 +61,7 @@ def test_classic_example(backend):
 def test_public_names():
     volume = ["correlation_volume", "correlation_volume_vjp", "correlation_volume_loss",
               "correlation_volume_loss_and_grad"]
-    threads = ["set_num_threads", "get_num_threads", "num_threads"]
+    threads = ["set_num_threads", "get_num_threads", "num_threads", "output_pool"]
     assert sorted(fastcorr.__all__) == sorted(ALL + volume + threads + ["reference",
                                                                        "__version__"])
     for name in ALL + volume:
