@@ -38,6 +38,10 @@ def _on_dask(name, a, b, axis, **kw):
 
 def correlation(a, b, axis=-1, *, keepdims=False, out=None, backend="auto"):
     """sum(a * b, axis), as numpy.vecdot, with the reduced axes kept as size 1 when keepdims."""
+    key = _key("correlation", a, b, axis, backend, out, keepdims)
+    plan = _PLANS.get(key)
+    if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:
+        return plan(a, b)
     if _lazy(a, b):
         return _on_dask("correlation", a, b, axis, keepdims=keepdims, out=out, backend=backend)
     call = Call("correlation", a, b, axis, backend)
@@ -51,12 +55,19 @@ def correlation(a, b, axis=-1, *, keepdims=False, out=None, backend="auto"):
     P, R, Q = lay.prq
     work = ex.target(out, (P, Q))
     ex.run("correlation", *ex.operands(), work)
+    _remember(key, call, shape)
     return ex.deliver(work, shape, out)
 
 
 def correlation_vjp(a, b, grad, axis=-1, *, out=None, backend="auto"):
     """Gradients (grad * b, grad * a) of sum(grad * correlation(a, b, axis)) with respect to
     a and b, in their shapes. grad has the shape of the correlation (keepdims or not)."""
+    key = _key("correlation_vjp", a, b, axis, backend, out)
+    if key is not None and type(grad) is np.ndarray:
+        key += (grad.shape, grad.dtype)
+        plan = _PLANS.get(key)
+        if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:
+            return plan(a, b, grad)
     if _lazy(a, b, grad):
         return _on_dask("correlation_vjp", a, b, axis, grad=grad, out=out, backend=backend)
     call = Call("correlation_vjp", a, b, axis, backend)
@@ -72,6 +83,8 @@ def correlation_vjp(a, b, grad, axis=-1, *, out=None, backend="auto"):
         return tuple(ex.deliver(x, s, o) for x, s, o in zip(grads, call.shapes, outs))
     ga, gb = (ex.target(o, lay.prq, lay.direct(s), (g,)) for o, s in zip(outs, call.shapes))
     ex.run("correlation_vjp", *ex.operands(), g, ga, gb)
+    if key is not None and len(key) == 10:
+        _remember(key, call)
     return tuple(ex.deliver_grad(x, s, o) for x, s, o in zip((ga, gb), call.shapes, outs))
 
 
@@ -104,18 +117,16 @@ def _loss(func, op, a, b, axis, reduction, backend, out=None, grads=False, plan=
         loss = ex.deliver(pos, lay.reduced, None, square=corr, factor=0.5)
     else:
         loss = ex.loss(total, lay.positions if reduction == "mean" else 1)
+    if reduction != "none":
+        _remember(plan, call)
     if not grads:
         return loss
-    if plan is not None and ex.a is a and ex.b is b and reduction != "none":
-        _remember(plan, func, call)
     return (loss, *(ex.deliver_grad(x, s, o) for x, s, o in zip((ga, gb), call.shapes, outs)))
 
 
 def corr_loss(a, b, axis=-1, *, reduction="sum", backend="auto"):
     """0.5 * ||correlation(a, b, axis)||**2: summed, averaged over positions, or per position."""
-    if _lazy(a, b):
-        return _on_dask("corr_loss", a, b, axis, reduction=reduction, backend=backend)
-    return _loss("corr_loss", "corr_loss", a, b, axis, reduction, backend)
+    return _loss_and_grad("corr_loss", a, b, axis, reduction, None, backend)
 
 
 def corr_loss_and_grad(a, b, axis=-1, *, reduction="sum", out=None, backend="auto"):
@@ -125,9 +136,7 @@ def corr_loss_and_grad(a, b, axis=-1, *, reduction="sum", out=None, backend="aut
 
 def product_loss(a, b, axis=-1, *, reduction="sum", backend="auto"):
     """0.5 * ||a * b||**2, summed along axis per position, then reduced over positions."""
-    if _lazy(a, b):
-        return _on_dask("product_loss", a, b, axis, reduction=reduction, backend=backend)
-    return _loss("product_loss", "product_loss", a, b, axis, reduction, backend)
+    return _loss_and_grad("product_loss", a, b, axis, reduction, None, backend)
 
 
 def product_loss_and_grad(a, b, axis=-1, *, reduction="sum", out=None, backend="auto"):
@@ -136,47 +145,77 @@ def product_loss_and_grad(a, b, axis=-1, *, reduction="sum", out=None, backend="
 
 
 def _loss_and_grad(func, a, b, axis, reduction, out, backend):
+    """Either loss (func), with its gradients where func ends in _and_grad."""
+    key = _key(func, a, b, axis, backend, out, reduction)
+    plan = _PLANS.get(key)
+    if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:
+        return plan(a, b)
+    grads = func.endswith("_and_grad")
     if _lazy(a, b):
-        return _on_dask(func, a, b, axis, reduction=reduction, out=out, backend=backend)
-    # A plan stands for a call that passed every check. Its key holds only exact types:
-    # values that compare equal but validate differently (1.0 and True beside 1, str
-    # subclasses) never find one, so an outcome never depends on what ran before.
-    key = None
-    if (out is None and type(a) is np.ndarray and type(b) is np.ndarray and type(axis) is int
-            and type(reduction) is str and type(backend) is str):
-        key = (func, a.shape, a.dtype, b.shape, b.dtype, axis, reduction, backend)
-        plan = _PLANS.get(key)
-        if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:
-            return plan(a, b)
-    return _loss(func, func[:-len("_and_grad")], a, b, axis, reduction, backend, out,
-                 grads=True, plan=key)
+        kw = {"out": out} if grads else {}
+        return _on_dask(func, a, b, axis, reduction=reduction, backend=backend, **kw)
+    return _loss(func, func.removesuffix("_and_grad"), a, b, axis, reduction, backend, out,
+                 grads=grads, plan=key)
 
+
+# --------------------------------------------------------------------------- small calls
+# Small inputs must not pay more Python than the NumPy expression they replace. A call that
+# passed every check leaves a *plan* under its key: a ready-made serial kernel call for the
+# same shapes, dtypes and arguments, C-ordered. Keys hold only exact types, so values that
+# compare equal but validate differently (1.0 and True beside 1, str subclasses) never find
+# one: an outcome never depends on what ran before.
 
 _PLANS = {}
 _PLAN_MAX = 1 << 15  # elements: above this the call is long enough that planning is noise
 
 
-def _remember(key, op, call):
-    """Keep, under `key`, a ready-made plan for small same-shape C-ordered calls.
+def _key(func, a, b, axis, backend, out, arg=""):
+    """The plan key of a call, or None where no plan may serve it; arg: keepdims or
+    reduction."""
+    if (out is None and type(a) is np.ndarray and type(b) is np.ndarray and type(axis) is int
+            and type(backend) is str and (type(arg) is str or type(arg) is bool)):
+        return (func, a.shape, a.dtype, b.shape, b.dtype, axis, backend, arg)
+    return None
 
-    Small inputs must not pay more Python than the NumPy expression they replace; every
-    check that depends only on shapes, dtypes and arguments has passed once for this key."""
-    lay, ex, (a, b), reduction = call.layout, call.ex, (call.ex.a, call.ex.b), key[6]
-    # the plan reshapes a and b to (P, R, Q): only right where that needs no transposition
-    if (a.shape != b.shape or a.dtype is not b.dtype or lay.empty or a.size > _PLAN_MAX
-            or lay.perm is not None or ex.kernels is None
-            or not (a.flags.c_contiguous and b.flags.c_contiguous)):
+
+def _remember(key, call, shape=None):
+    """Keep, under `key`, a plan for the call just made, where its operands were the
+    caller's own C-ordered arrays of one shape and its layout needs no transposition (the
+    plan reshapes them to (P, R, Q))."""
+    lay, ex = call.layout, call.ex
+    if (key is None or call.backend != "cpu" or lay.perm is not None or lay.empty
+            or call.shapes[0] != call.shapes[1] or lay.size > _PLAN_MAX
+            or (key[0] == "correlation_vjp" and key[8] not in (lay.reduced, lay.kept))
+            or key[2] != call.dtype or key[4] != call.dtype  # the caller's arrays, as given
+            or not (ex.a.flags.c_contiguous and ex.b.flags.c_contiguous)):
         return
-    dtype, shape, positions = call.dtype, a.shape, lay.positions
-    kshape, run = ex.kernels.serial_plan(op, lay.prq, dtype, call.scale(reduction))
-    mean = reduction == "mean"
+    func, dtype, (P, _, Q) = key[0], call.dtype, lay.prq
+    reduction = key[7] if "loss" in func else None
+    kshape, run = ex.kernels.serial_plan(func, lay.prq, dtype, call.scale(reduction))
+    full = lay.shape
 
-    def plan(a, b):
-        ga = np.empty(kshape, dtype)
-        gb = np.empty(kshape, dtype)
-        loss = run(a.reshape(kshape), b.reshape(kshape), ga, gb)
-        return dtype.type(loss / positions if mean else loss), ga.reshape(shape), \
-            gb.reshape(shape)
+    if func == "correlation":
+        def plan(a, b):
+            out = np.empty((P, Q), dtype)
+            run(a.reshape(kshape), b.reshape(kshape), out)
+            return out.reshape(shape)
+    elif func == "correlation_vjp":
+        def plan(a, b, g):
+            ga, gb = np.empty(kshape, dtype), np.empty(kshape, dtype)
+            run(a.reshape(kshape), b.reshape(kshape),
+                np.ascontiguousarray(g, _F64).reshape(P, Q), ga, gb)
+            return ga.reshape(full), gb.reshape(full)
+    else:
+        mean = reduction == "mean" and lay.positions
+        grads = func.endswith("_and_grad")
+        none = np.empty((1,) * (len(kshape) - 1) + (0,), dtype)  # no gradients wanted
+
+        def plan(a, b):
+            ga, gb = (np.empty(kshape, dtype), np.empty(kshape, dtype)) if grads else (none,
+                                                                                     none)
+            loss = run(a.reshape(kshape), b.reshape(kshape), ga, gb)
+            loss = dtype.type(loss / mean if mean else loss)
+            return (loss, ga.reshape(full), gb.reshape(full)) if grads else loss
 
     if len(_PLANS) > 256:
         _PLANS.clear()

@@ -272,3 +272,42 @@ def test_repeated_small_calls(func, reduction, axis):
     want = f(a, 2 * b, axis, reduction=reduction, backend="reference")
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-12)
+
+
+@pytest.mark.parametrize("func", ["correlation", "correlation_vjp", "corr_loss", "product_loss"])
+@pytest.mark.parametrize("axis", [1, -1, 0])
+def test_repeated_small_calls_of_every_function(func, axis):
+    """Small calls of every function repeat through a plan: each repetition, with other
+    values of the same shape, other layouts and dtypes, and (for the VJP) grads of the
+    correlation's shape with and without keepdims or broadcasting, gives the reference's
+    answer."""
+    rng = np.random.default_rng(0)
+    f = getattr(fastcorr, func)
+    shape = (2, 3, 4, 5)
+    corr = fastcorr.correlation(np.ones(shape), np.ones(shape), axis, backend="reference")
+
+    def run(x, y, **kw):
+        if func == "correlation_vjp":
+            g = kw.pop("grad")
+            return f(x, y, g, axis), fastcorr.correlation_vjp(x, y, g, axis,
+                                                               backend="reference")
+        extra = {"keepdims": kw.pop("keepdims")} if func == "correlation" else {
+            "reduction": kw.pop("reduction")}
+        return f(x, y, axis, **extra), f(x, y, axis, **extra, backend="reference")
+
+    for i in range(6):
+        a, b = rng.standard_normal(shape), rng.standard_normal(shape)
+        if i == 3:
+            a = np.asfortranarray(a)
+        if i == 4:
+            a, b = a.astype(np.float32), b.astype(np.float32)
+        kw = {"grad": [rng.standard_normal(corr.shape),
+                       rng.standard_normal(np.expand_dims(corr, axis).shape),
+                       rng.standard_normal(corr.shape[-1:])][i % 3],
+              "keepdims": bool(i % 2), "reduction": ["sum", "mean", "none"][i % 3]}
+        got, want = run(a, b, **kw)
+        got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+        for g, w in zip(got, want):
+            assert np.asarray(g).dtype == a.dtype and np.shape(g) == np.shape(w)
+            tol = 1e-5 if a.dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(g, w, rtol=tol, atol=tol)

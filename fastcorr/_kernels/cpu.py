@@ -580,27 +580,44 @@ def _product_loss_grad(a, b, scale, pos, ga, gb):
     return loss
 
 
-def serial_plan(op, prq, dtype, scale):
-    """For small inputs of one (P, R, Q) shape, the cheapest call of a fused loss: returns
-    (kernel shape, run) with run(a, b, ga, gb) -> loss for C-ordered arrays of that shape, on
-    the kernel and tiling the launchers above choose for it (so that it gives their bits).
-    The API keeps these per call signature, so a repeated small call skips the planning."""
+def serial_plan(op, prq, dtype, scale=1.0):
+    """For small inputs of one (P, R, Q) shape, the cheapest call of an operation on this
+    thread, on the kernel and tiling the launchers above choose for it (so that it gives
+    their bits): (kernel shape, run) with, for C-ordered arrays of that shape,
+    run(a, b, out (P, Q)) for the correlation, run(a, b, g (P, Q) float64, ga, gb) for its
+    VJP, and run(a, b, ga, gb) -> loss for the losses (empty ga, gb: no gradients). The API
+    keeps these per call signature, so a repeated small call skips the planning."""
     P, R, Q = prq
-    if op == "corr_loss_and_grad" and Q > 1:
-        kern, pos = _KERNELS["strided_corr_grad"], _unwanted(_F64, 2)
-        QB = _plan(prq, dtype.itemsize, fused=True)[2]
+    _, S, QB, _ = _plan(prq, dtype.itemsize, fused=op.startswith("corr_loss"))
+    rows, k = Q == 1, lambda name: _KERNELS[("rows_" if Q == 1 else "strided_") + name]
+    if op == "correlation":
+        kern = k("dot")
+        if rows:
+            return (P, R), lambda a, b, out: kern(a, b, out, *_NO_SUMS)
+        return prq, lambda a, b, out: kern(a, b, out.reshape(P, 1, Q), QB, *_NO_SUMS)
+    if op == "correlation_vjp":
+        kern = k("vjp")
+        if rows:
+            return (P, R), lambda a, b, g, ga, gb: kern(a, b, g[:, 0], ga, gb, 1, *_NO_SUMS)
+        return prq, lambda a, b, g, ga, gb: kern(a, b, g, ga, gb, 1, QB, *_NO_SUMS)
+    if op.startswith("corr_loss"):
+        kern = k("corr_grad")
+        if rows:
+            pos = _unwanted(_F64, 1)
+            return (P, R), lambda a, b, ga, gb: _serial(kern, a, b, pos, ga, gb, scale)
+        pos = _unwanted(_F64, 2)
         return prq, lambda a, b, ga, gb: _serial(kern, a, b, pos, ga, gb, scale, QB)
-    if op == "corr_loss_and_grad":
-        kern, pos = _KERNELS["rows_corr_grad"], _unwanted(_F64, 1)
-        return (P, R), lambda a, b, ga, gb: _serial(kern, a, b, pos, ga, gb, scale)
-    _, S, QB, _ = _plan(prq, dtype.itemsize)
-    if Q > 1:
-        kern, part = _KERNELS["strided_product"], _unwanted(_F64, 3)
+    kern = k("product")
+    if not rows:
+        part = _unwanted(_F64, 3)
         return prq, lambda a, b, ga, gb: _serial(kern, a, b, part, ga, gb, scale, S, QB)
-    if P == 1:
-        S = max(S, -(-R // FLAT_RUN))
-    kern, part = _KERNELS["rows_product"], _unwanted(_F64, 2)
+    S = max(S, -(-R // FLAT_RUN)) if P == 1 else S
+    part = _unwanted(_F64, 2)
     return (P, R), lambda a, b, ga, gb: _serial(kern, a, b, part, ga, gb, scale, S)
+
+
+# The partial sums of a kernel that sums no loss: never written, so shared.
+_NO_SUMS = (np.zeros(1), np.zeros(1), 0, 1, 1)
 
 
 def _serial(kernel, *args):
