@@ -45,11 +45,6 @@ def _task_tuple(f, *args, **kw):
     return result if isinstance(result, tuple) else (result,)
 
 
-def _as_block(x, ndim):
-    """A per-chunk scalar as a one-element block, for a tree sum over the chunks."""
-    return np.reshape(x, (1,) * ndim)
-
-
 # --------------------------------------------------------------------------- checks
 
 
@@ -132,21 +127,34 @@ def _item(parts, i, call, dtype):
                             meta=call.meta(dtype))
 
 
+# The functions a graph runs are module-level, with small arguments: Dask names a task by
+# hashing what it runs, and a closure over the call would be pickled whole, the inputs'
+# graph (and any in-memory array in it) included.
+
+
 def _scalar_sum(parts, i, call):
     """Item i of each chunk's results, a scalar, summed over the chunks in float64."""
     one = tuple((1,) * len(c) for c in call.a.chunks)
-    blocks = parts.map_blocks(lambda t: _as_block(np.float64(t[i]), call.ndim), chunks=one,
-                              dtype=_F64, meta=call.meta(_F64))
+    blocks = parts.map_blocks(_scalar_block, i, call.ndim, chunks=one, dtype=_F64,
+                              meta=call.meta(_F64))
     return blocks.sum(dtype=_F64)
+
+
+def _scalar_block(t, i, ndim):
+    """A chunk's scalar as a one-element block, for a tree sum over the chunks."""
+    return np.reshape(np.float64(t[i]), (1,) * ndim)
 
 
 def _positions_sum(parts, i, call):
     """Item i of each chunk's results, per position with the reduced axes kept, summed over
     the chunks of the reduced axes in float64."""
-    kept = parts.map_blocks(lambda t: np.expand_dims(t[i], call.axes).astype(_F64),
-                            chunks=call.kept_chunks, dtype=_F64,
+    kept = parts.map_blocks(_kept_block, i, call.axes, chunks=call.kept_chunks, dtype=_F64,
                             meta=call.meta(_F64))
     return kept.sum(axis=call.axes, keepdims=True, dtype=_F64)
+
+
+def _kept_block(t, i, axes):
+    return np.expand_dims(t[i], axes).astype(_F64)
 
 
 def _correlation(call):
