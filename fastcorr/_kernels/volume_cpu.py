@@ -240,10 +240,10 @@ def volume_forward(a, b, out, geo, scale, sums, comps, c0, c1, nchunks):
         comps[c] = e
 
 
-def volume_grad_a(a, b, g, ga, geo, scale, weight, sums, comps, c0, c1, nchunks):
-    """ga <- the gradient of sum(g * volume). With g empty, g is weight * the volume,
-    recomputed where it is needed and never stored, and sums[c] (+ comps[c]) <- the chunk's
-    sum(0.5*volume**2).
+def volume_grad(a, b, g, out, geo, scale, weight, side, sums, comps, c0, c1, nchunks):
+    """out <- the gradient of sum(g * volume) with respect to a (side 0) or b (side 1). With
+    g empty, g is weight * the volume, recomputed where it is needed and never stored, and
+    (side 0) sums[c] (+ comps[c]) <- the chunk's sum(0.5*volume**2).
 
     Both gradients are gathers, row by row: each input row first collects its weights
     Wt[x, k] (the upstream gradient of every output and displacement that read pixel x),
@@ -254,107 +254,98 @@ def volume_grad_a(a, b, g, ga, geo, scale, weight, sums, comps, c0, c1, nchunks)
     fused = g.size == 0 and Ho * Wo * D * N > 0
     w_t = a.dtype.type(scale)
     g_t = a.dtype.type(weight)
-    # grad_a at (y, x): the outputs whose window holds (y, x), each with every displacement
-    for c in range(c0, c1):
-        lo, hi = bounds(c, nchunks, N * H)
-        Wt = np.empty((W, D), a.dtype)
-        v = np.empty((Wo, D), a.dtype)
-        P = np.empty((W, nx), a.dtype)
-        acc = np.empty((W, C), a.dtype)
-        s = 0.0
-        e = 0.0
-        for t in range(lo, hi):
-            n, y = t // H, t % H
-            Wt[:] = 0
-            oy_lo, oy_hi = _outputs(y, kr, oy0, s1, Ho)
-            for oy in range(oy_lo, oy_hi):
-                cy = oy0 + oy * s1
-                if fused:
-                    _volume_row(a, b, n, oy, geo, P, v)
-                    own_y = y == max(cy - kr, 0)
+    if side == 0:
+        # grad_a at (y, x): the outputs whose window holds (y, x), each with every displacement
+        for c in range(c0, c1):
+            lo, hi = bounds(c, nchunks, N * H)
+            Wt = np.empty((W, D), a.dtype)
+            v = np.empty((Wo, D), a.dtype)
+            P = np.empty((W, nx), a.dtype)
+            acc = np.empty((W, C), a.dtype)
+            s = 0.0
+            e = 0.0
+            for t in range(lo, hi):
+                n, y = t // H, t % H
+                Wt[:] = 0
+                oy_lo, oy_hi = _outputs(y, kr, oy0, s1, Ho)
+                for oy in range(oy_lo, oy_hi):
+                    cy = oy0 + oy * s1
+                    if fused:
+                        _volume_row(a, b, n, oy, geo, P, v)
+                        own_y = y == max(cy - kr, 0)
+                    for x in range(W):
+                        ox_lo, ox_hi = _outputs(x, kr, ox0, s1, Wo)
+                        for ox in range(ox_lo, ox_hi):
+                            if fused:
+                                own = own_y and x == max(ox0 + ox * s1 - kr, 0)
+                                for k in range(D):
+                                    u = w_t * v[ox, k]
+                                    Wt[x, k] += g_t * u
+                                    if own:
+                                        s, e = neumaier(s, e, 0.5 * np.float64(u) * u)
+                            else:
+                                for k in range(D):
+                                    Wt[x, k] += g[n, oy, ox, k]
+                acc[:] = 0
+                ky0, ky1 = _span(y + dy0, s2, ny, H)
+                for ky in range(ky0, ky1):
+                    _row_gather(Wt, ky * nx, b[n, y + dy0 + ky * s2], dx0, nx, s2, False, acc)
                 for x in range(W):
-                    ox_lo, ox_hi = _outputs(x, kr, ox0, s1, Wo)
-                    for ox in range(ox_lo, ox_hi):
-                        if fused:
-                            own = own_y and x == max(ox0 + ox * s1 - kr, 0)
-                            for k in range(D):
-                                u = w_t * v[ox, k]
-                                Wt[x, k] += g_t * u
-                                if own:
-                                    s, e = neumaier(s, e, 0.5 * np.float64(u) * u)
-                        else:
-                            for k in range(D):
-                                Wt[x, k] += g[n, oy, ox, k]
-            acc[:] = 0
-            ky0, ky1 = _span(y + dy0, s2, ny, H)
-            for ky in range(ky0, ky1):
-                _row_gather(Wt, ky * nx, b[n, y + dy0 + ky * s2], dx0, nx, s2, False, acc)
-            for x in range(W):
-                for i in range(C):
-                    ga[n, y, x, i] = w_t * acc[x, i]
-        sums[c] = s
-        comps[c] = e
-
-
-def volume_grad_b(a, b, g, gb, geo, scale, weight, sums, comps, c0, c1, nchunks):
-    """gb <- the gradient of sum(g * volume) (g empty: weight * the volume); see
-    volume_grad_a."""
-    N, H, W, C = a.shape
-    Ho, Wo, oy0, ox0, s1, kr, dy0, ny, dx0, nx, s2 = geo
-    D = ny * nx
-    fused = g.size == 0 and Ho * Wo * D * N > 0
-    w_t = a.dtype.type(scale)
-    g_t = a.dtype.type(weight)
-    # grad_b at (y, x): for displacement k the pixel of `a` it met is (y - dy_k, x - dx_k)
-    for c in range(c0, c1):
-        lo, hi = bounds(c, nchunks, N * H)
-        Wt = np.empty((W, D), a.dtype)
-        P = np.empty((W, nx), a.dtype)
-        acc = np.empty((W, C), a.dtype)
-        for t in range(lo, hi):
-            n, y = t // H, t % H
-            Wt[:] = 0
-            for ky in range(ny):
-                dy = dy0 + ky * s2
-                ya = y - dy
-                if ya < 0 or ya >= H:
-                    continue
-                oy_lo, oy_hi = _outputs(ya, kr, oy0, s1, Ho)
-                if fused and kr == 0:  # the volume at (ya, xa) is the row dot of ya with y
-                    if oy_lo < oy_hi:
-                        _row_dots(a[n, ya], b[n, y], 0, W, dx0, nx, s2, P)
+                    for i in range(C):
+                        out[n, y, x, i] = w_t * acc[x, i]
+            sums[c] = s
+            comps[c] = e
+    else:
+        # grad_b at (y, x): for displacement k the pixel of `a` it met is (y - dy_k, x - dx_k)
+        for c in range(c0, c1):
+            lo, hi = bounds(c, nchunks, N * H)
+            Wt = np.empty((W, D), a.dtype)
+            P = np.empty((W, nx), a.dtype)
+            acc = np.empty((W, C), a.dtype)
+            for t in range(lo, hi):
+                n, y = t // H, t % H
+                Wt[:] = 0
+                for ky in range(ny):
+                    dy = dy0 + ky * s2
+                    ya = y - dy
+                    if ya < 0 or ya >= H:
+                        continue
+                    oy_lo, oy_hi = _outputs(ya, kr, oy0, s1, Ho)
+                    if fused and kr == 0:  # the volume at (ya, xa) is the row dot of ya with y
+                        if oy_lo < oy_hi:
+                            _row_dots(a[n, ya], b[n, y], 0, W, dx0, nx, s2, P)
+                    for x in range(W):
+                        for kx in range(nx):
+                            dx = dx0 + kx * s2
+                            xa = x - dx
+                            if xa < 0 or xa >= W:
+                                continue
+                            ox_lo, ox_hi = _outputs(xa, kr, ox0, s1, Wo)
+                            u = a.dtype.type(0)
+                            for oy in range(oy_lo, oy_hi):
+                                cy = oy0 + oy * s1
+                                for ox in range(ox_lo, ox_hi):
+                                    if not fused:
+                                        u += g[n, oy, ox, ky * nx + kx]
+                                    elif kr == 0:
+                                        u += g_t * (w_t * P[xa, kx])
+                                    else:
+                                        u += g_t * (w_t * _value(a, b, n, cy, ox0 + ox * s1, dy,
+                                                                 dx, kr))
+                            Wt[x, ky * nx + kx] = u
+                acc[:] = 0
+                # b pixel x met a pixel x - dx_k: walking k backwards, that is x + d0 + k*s2
+                d0 = -(dx0 + (nx - 1) * s2)
+                ky0, ky1 = _span(y - dy0 - (ny - 1) * s2, s2, ny, H)
+                for kyr in range(ky0, ky1):
+                    ky = ny - 1 - kyr
+                    _row_gather(Wt, ky * nx, a[n, y - dy0 - ky * s2], d0, nx, s2, True, acc)
                 for x in range(W):
-                    for kx in range(nx):
-                        dx = dx0 + kx * s2
-                        xa = x - dx
-                        if xa < 0 or xa >= W:
-                            continue
-                        ox_lo, ox_hi = _outputs(xa, kr, ox0, s1, Wo)
-                        u = a.dtype.type(0)
-                        for oy in range(oy_lo, oy_hi):
-                            cy = oy0 + oy * s1
-                            for ox in range(ox_lo, ox_hi):
-                                if not fused:
-                                    u += g[n, oy, ox, ky * nx + kx]
-                                elif kr == 0:
-                                    u += g_t * (w_t * P[xa, kx])
-                                else:
-                                    u += g_t * (w_t * _value(a, b, n, cy, ox0 + ox * s1, dy,
-                                                             dx, kr))
-                        Wt[x, ky * nx + kx] = u
-            acc[:] = 0
-            # b pixel x met a pixel x - dx_k: walking k backwards, that is x + d0 + k*s2
-            d0 = -(dx0 + (nx - 1) * s2)
-            ky0, ky1 = _span(y - dy0 - (ny - 1) * s2, s2, ny, H)
-            for kyr in range(ky0, ky1):
-                ky = ny - 1 - kyr
-                _row_gather(Wt, ky * nx, a[n, y - dy0 - ky * s2], d0, nx, s2, True, acc)
-            for x in range(W):
-                for i in range(C):
-                    gb[n, y, x, i] = w_t * acc[x, i]
+                    for i in range(C):
+                        out[n, y, x, i] = w_t * acc[x, i]
 
 
-register(volume_forward, volume_grad_a, volume_grad_b)
+register(volume_forward, volume_grad)
 
 
 # --------------------------------------------------------------------------- the contract
@@ -374,9 +365,9 @@ def volume_vjp(a, b, g, ga, gb, geo, scale, weight, total):
     0.5*||volume||**2, and total[0] += sum(0.5 * volume**2)."""
     g = np.empty((0, 0, 0, 0), a.dtype) if g is None else g
     rows = a.shape[0] * a.shape[1]
-    total[0] += _launch("volume_grad_a", a, geo, rows, b, g, ga, geo, float(scale),
-                        float(weight))
-    _launch("volume_grad_b", a, geo, rows, b, g, gb, geo, float(scale), float(weight))
+    for side, out in enumerate((ga, gb)):
+        total[0] += _launch("volume_grad", a, geo, rows, b, g, out, geo, float(scale),
+                            float(weight), side)
 
 
 def _launch(name, a, geo, rows, *args):

@@ -36,6 +36,16 @@ def _value(a, b, n, cy, cx, dy, dx, kr):
     return s
 
 
+@cuda.jit(device=True)
+def _unravel(i, n1, n2, n3):
+    """The (i0, i1, i2, i3) of flat index i in a C-ordered array of shape (., n1, n2, n3)."""
+    i3 = i % n3
+    i //= n3
+    i2 = i % n2
+    i //= n2
+    return i // n1, i % n1, i2, i3
+
+
 @cuda.jit
 def _forward_kernel(a, b, out, geo, scale, total):
     N, H, W, C = a.shape
@@ -49,12 +59,7 @@ def _forward_kernel(a, b, out, geo, scale, total):
     for r in range(rounds):
         i = start + r * stride
         if i < size:
-            k = i % D
-            p = i // D
-            ox = p % Wo
-            p //= Wo
-            oy = p % Ho
-            n = p // Ho
+            n, oy, ox, k = _unravel(i, Ho, Wo, D)
             v = scale * _value(a, b, n, oy0 + oy * s1, ox0 + ox * s1, dy0 + (k // nx) * s2,
                                dx0 + (k % nx) * s2, kr)
             if out.size:
@@ -79,12 +84,7 @@ def _grad_kernel(a, b, g, ga, gb, geo, scale, weight, total):
         i = start + r * stride
         if i >= size:
             continue
-        c = i % C
-        p = i // C
-        x = p % W
-        p //= W
-        y = p % H
-        n = p // H
+        n, y, x, c = _unravel(i, H, W, C)
         # grad_a: the outputs whose window holds (y, x), every displacement
         ua = 0.0
         oy_lo, oy_hi = _outputs(y, kr, oy0, s1, Ho)
