@@ -17,10 +17,32 @@ import numpy as np
 from . import __version__
 
 
+class Parser(argparse.ArgumentParser):
+    """A mistake on the command line is one line and exit status 2, never a usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# What a command raises on a user's mistake (a missing file, a bad value, a dependency that is
+# not installed, CUDA asked for where it cannot run): said in one line, exit status 1.
+MISTAKES = (OSError, ValueError, TypeError, RuntimeError, ImportError)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="fastcorr", description=__doc__)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else ""
+    try:
+        return _main(argv)
+    except MISTAKES as exc:
+        print(f"fastcorr {command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+
+
+def _main(argv):
+    parser = Parser(prog="fastcorr", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fastcorr {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _bench_parser(sub.add_parser(
         "bench", help="time fastcorr against NumPy and the installed peers",
         description="Time each operation with fastcorr, the NumPy reference and every peer "
@@ -37,11 +59,10 @@ def main(argv=None):
     sub.add_parser("info", help="versions, threading, cache, and whether CUDA is usable")
     sub.add_parser("stereo", add_help=False,
                    help="disparity of a stereo pair with the cost volume (fastcorr stereo -h)")
-    argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["stereo"]:  # its own options: fastcorr.stereo is also a runnable example
         from . import stereo
 
-        return stereo.main(argv[1:])
+        return stereo.main(argv[1:], Parser)
     args = parser.parse_args(argv)
     if args.command == "info":
         print(_format_info(info()))
@@ -146,9 +167,33 @@ def _axis(text):
         raise argparse.ArgumentTypeError(f"an axis is an integer or None, not {text!r}")
 
 
+def _threads(text):
+    from ._kernels.threads import max_threads
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of threads is an integer, not {text!r}")
+    if not 1 <= n <= max_threads():
+        raise argparse.ArgumentTypeError(f"the number of threads must be between 1 and "
+                                         f"{max_threads()} (NUMBA_NUM_THREADS); got {n}")
+    return n
+
+
+def _count(text, least=1):
+    try:
+        n = int(text)
+    except ValueError:
+        n = least - 1
+    if n < least:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least {least}, not "
+                                         f"{text!r}")
+    return n
+
+
 def _common_options(p, repeats):
-    p.add_argument("--threads", type=int, help="CPU threads for fastcorr and torch")
-    p.add_argument("--repeats", type=int, help=f"timed calls per row (default {repeats})")
+    p.add_argument("--threads", type=_threads, help="CPU threads for fastcorr and torch")
+    p.add_argument("--repeats", type=_count, help=f"timed calls per row (default {repeats})")
     p.add_argument("--json", metavar="PATH", help="write the results, with the machine, here")
 
 
@@ -169,7 +214,7 @@ def _bench_parser(p):
                    "compilations); give none for fastcorr alone")
     _common_options(p, "7, --quick 5")
     p.add_argument("--quick", action="store_true", help="a small run: under a minute on 2 cores")
-    p.add_argument("--load", type=int, default=0, metavar="N",
+    p.add_argument("--load", type=lambda t: _count(t, 0), default=0, metavar="N",
                    help="time beside N busy processes (a loaded machine: N = the number of "
                    "cores), and add fastcorr on 1 thread, the yardstick of a loaded machine")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of time against problem size "

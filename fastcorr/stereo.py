@@ -13,6 +13,7 @@ with its ground truth, it prints the error; it writes the disparity map as a PNG
 """
 
 import argparse
+import os
 import sys
 import time
 
@@ -69,9 +70,9 @@ def _load(path):
     return io.imread(path)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="fastcorr stereo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None, parser=argparse.ArgumentParser):
+    p = parser(prog="fastcorr stereo", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("left", nargs="?", help="left image (default: scikit-image's motorcycle)")
     p.add_argument("right", nargs="?", help="right image, rectified to the left one")
     p.add_argument("--max-disparity", type=int, default=64)
@@ -94,6 +95,9 @@ def main(argv=None):
                     "pip install 'fastcorr[stereo]'")
         name = "scikit-image's stereo_motorcycle (Middlebury 2014, with ground truth)"
     else:
+        for path in (args.left, args.right):
+            if not os.path.exists(path):
+                p.error(f"no such image: {path}")
         left, right = _load(args.left), _load(args.right)
         name = f"{args.left} and {args.right}"
     if args.truth:

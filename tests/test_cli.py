@@ -64,15 +64,42 @@ def test_bench_checks_peers_before_timing_them():
 
 
 def test_bad_arguments_are_refused(capsys):
+    """A mistake on the command line: one line naming it, exit status 2, no usage block."""
     for argv, word in ((["bench", "--shape", "2,x"], "shape"),
                        (["bench", "--shape", "2,0"], "positive"),
                        (["bench", "--ops", "nope"], "nope"),
                        (["bench", "--axis", "one"], "axis"),
+                       (["bench", "--threads", "99"], "threads"),
+                       (["bench", "--threads", "0"], "threads"),
+                       (["bench", "--repeats", "0"], "repeats"),
+                       (["bench", "--load", "-1"], "load"),
+                       (["bench-volume", "--threads", "x"], "threads"),
+                       (["stereo", "missing.png", "other.png"], "missing.png"),
+                       (["stereo", "left.png"], "both"),
                        (["frobnicate"], "frobnicate")):
         with pytest.raises(SystemExit) as info:
             cli.main(argv)
         assert info.value.code == 2
-        assert word in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert word in err and err.count("\n") == 1, err
+
+
+def test_mistakes_found_while_running_are_one_line():
+    """A value the command can only refuse once it runs (here a volume with no output)."""
+    r = subprocess.run([sys.executable, "-m", "fastcorr", "bench-volume", "--shape",
+                        "1,4,4,2", "--max-displacement", "9", "--pad", "0", "--peers"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    lines = [line for line in r.stderr.splitlines() if not line.startswith("[")]
+    assert len(lines) == 1 and "leaves no output" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "fastcorr", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for command in ("bench", "bench-volume", "info", "stereo"):
+        assert command in out
 
 
 def test_info_and_python_dash_m():
