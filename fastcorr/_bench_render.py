@@ -18,7 +18,11 @@ def _iqr(width):
 
 
 MEDIAN = "median", 10, lambda r: ms(r["median_s"])
-FIRST_CALL = "first call", 12, lambda r: f"{r['first_call_s']:.2f}s"
+FIRST_CALL = "first result", 14, lambda r: f"{r['first_result_s']:.2f}s"
+FIRST_NOTE = ("'first result' is the time from nothing to the first result, apart from the "
+              "timings: the data put where it computes, compilation (fastcorr's kernels are "
+              "compiled, or loaded from Numba's on-disk cache, in the first fastcorr row of "
+              "a run; torch.compile and XLA compile in theirs) and the first call.")
 
 
 def table(title, rows, skipped, heading, columns, name_width, notes, elapsed):
@@ -38,9 +42,7 @@ def table(title, rows, skipped, heading, columns, name_width, notes, elapsed):
     why = dict.fromkeys(f"skipped: {s['impl']} on {s['backend']}: {s['why']}" for s in skipped)
     if why:
         out += ["", *why]
-    last = (f"{notes[-1]} 'first call' includes compilation and is not in the timings. "
-            f"{elapsed:.0f} s in all.")
-    out += ["", *notes[:-1], last]
+    out += ["", *notes, FIRST_NOTE, f"{elapsed:.0f} s in all."]
     return "\n".join(out)
 
 
@@ -68,9 +70,17 @@ def bench_table(rows, skipped, s, bandwidths, where, elapsed):
                ("of bw", 7, lambda r: f"{100 * r['of_bandwidth']:.0f}%"),
                ("x numpy", 9, lambda r: f"{r['x_numpy']:.2f}x" if r["x_numpy"] else ""),
                FIRST_CALL]
-    notes = [("MB/call and GB/s count the memory-traffic floor: a and b read, the gradients "
-              "written.")]
-    return table(title, rows, skipped, heading, columns, 15, notes, elapsed)
+    notes = [("'fastcorr' is the default call (fresh outputs); 'fastcorr out=' writes into "
+              "arrays given with out=. MB/call and GB/s count the memory-traffic floor: a and "
+              "b read, the gradients written (4 array passes; 2 for the correlation). 'of bw' "
+              "is GB/s over the streaming bandwidth measured just before the group (the "
+              "bandwidth line of the group). 'x numpy' is the NumPy expression's time over "
+              "the row's, in the same run.")]
+    if any(r["of_bandwidth"] > 1 for r in rows):
+        notes.append("Above 100% of bw: the problem fits in the last-level cache, which the "
+                     "repeated calls find warm, and which is faster than the memory the "
+                     "yardstick streams from (it uses arrays larger than any cache).")
+    return table(title, rows, skipped, heading, columns, 17, notes, elapsed)
 
 
 def volume_table(rows, skipped, s, memory, where, elapsed):

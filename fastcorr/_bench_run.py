@@ -173,10 +173,11 @@ def check(p, got, want):
 
 
 def prepare(impl, p, data):
-    """(fn, sync, seconds of the first call, its results): the first call compiles, so it is
-    timed alone."""
-    fn, sync = impl.make(p, *data)
+    """(fn, sync, seconds to the first result, its results): making the call (data put where
+    it computes, any warm-up call: fastcorr's out= rows make their arrays with one) and the
+    first call, compilations included, timed apart from the timings."""
     t = time.perf_counter()
+    fn, sync = impl.make(p, *data)
     result = fn()
     sync()
     return fn, sync, time.perf_counter() - t, result
@@ -202,19 +203,20 @@ def run(problems, impls, names, repeats, budget=None, before=None, say=progress)
     (an implementation for another backend is left out silently: CuPy on the CPU).
     before(problem), run ahead of each problem, returns fields for its rows."""
     rows, skipped = [], []
-    total, k = len(problems) * len(names), 0
+    total = sum(p.backend in impls[name].backends for p in problems for name in names)
+    k = 0
     for p in problems:
         data = p.inputs()
         extra = before(p) if before else {}
         want = None
         for name in names:
-            k += 1
             impl = impls[name]
             if p.backend not in impl.backends:
                 continue
+            k += 1
             why = impl.unavailable(p.backend)
+            say(f"[{k}/{total}] {p.backend} {p.label()} {name}" + (" (skipped)" if why else ""))
             if not why:
-                say(f"[{k}/{total}] {p.backend} {p.label()} {name}")
                 fn, sync, first, got = prepare(impl, p, data)
                 if want is None:
                     want = got
@@ -230,7 +232,7 @@ def run(problems, impls, names, repeats, budget=None, before=None, say=progress)
             rows.append({**p.fields(), "impl": name, "median_s": float(np.median(t)),
                          "q1_s": float(np.percentile(t, 25)),
                          "q3_s": float(np.percentile(t, 75)), "min_s": float(min(t)),
-                         "calls": len(t), "first_call_s": first, "times": t, **extra})
+                         "calls": len(t), "first_result_s": first, "times": t, **extra})
     return rows, skipped
 
 

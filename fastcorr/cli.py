@@ -48,7 +48,8 @@ def _main(argv):
         description="Time each operation with fastcorr, the NumPy reference and every peer "
                     "installed (PyTorch eager, torch.compile, jax.jit, CuPy on the GPU), on "
                     "data already where it computes. Each peer's result is checked against "
-                    "fastcorr's first; the first call (compilation) is timed apart."))
+                    "fastcorr's first; the time to the first result (compilation included) "
+                    "is shown apart."))
     _volume_parser(sub.add_parser(
         "bench-volume", help="time the cost volume against PyTorch and the installed peers",
         description="Time correlation_volume (forward, forward+backward, and the fused "

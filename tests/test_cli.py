@@ -127,7 +127,7 @@ def test_bench_volume(tmp_path, capsys):
     # the row format of `fastcorr bench`, less what only its table shows
     for r in data["results"]:
         assert r["calls"] == len(r["times"]) == 2 and r["shape"] == [1, 8, 9, 3]
-        assert r["q1_s"] <= r["median_s"] <= r["q3_s"] and r["first_call_s"] >= 0
+        assert r["q1_s"] <= r["median_s"] <= r["q3_s"] and r["first_result_s"] >= 0
         if r["impl"] == "fastcorr":
             assert r["x_fastcorr"] == pytest.approx(1.0)
     for s in data["skipped"]:
