@@ -119,16 +119,16 @@ def _static_axis(axis):
     return axis if axis is None or isinstance(axis, int) else tuple(axis)
 
 
-def correlation(a, b, axis=-1, keepdims=False):
+def correlation(a, b, axis=-1, *, keepdims=False):
     """sum(a * b, axis), differentiable in a and b."""
     return _correlation(jnp.asarray(a), jnp.asarray(b), _static_axis(axis), keepdims)
 
 
-def corr_loss(a, b, axis=-1, reduction="sum"):
+def corr_loss(a, b, axis=-1, *, reduction="sum"):
     """0.5 * ||correlation(a, b, axis)||**2 (see fastcorr.corr_loss), differentiable."""
     return _loss(jnp.asarray(a), jnp.asarray(b), "corr_loss", _static_axis(axis), reduction)
 
 
-def product_loss(a, b, axis=-1, reduction="sum"):
+def product_loss(a, b, axis=-1, *, reduction="sum"):
     """0.5 * ||a * b||**2 (see fastcorr.product_loss), differentiable."""
     return _loss(jnp.asarray(a), jnp.asarray(b), "product_loss", _static_axis(axis), reduction)

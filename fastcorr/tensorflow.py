@@ -39,7 +39,7 @@ def _shapes(a, b, axis, keepdims=False):
     return layout(a.shape, b.shape, axis, keepdims)
 
 
-def correlation(a, b, axis=-1, keepdims=False):
+def correlation(a, b, axis=-1, *, keepdims=False):
     """sum(a * b, axis), differentiable in a and b."""
     axis = _static(axis)
 
@@ -93,11 +93,11 @@ def _sum_to(x, shape):
     return tf.reshape(tf.reduce_sum(x, axis=dims, keepdims=True), shape) if dims else x
 
 
-def corr_loss(a, b, axis=-1, reduction="sum"):
+def corr_loss(a, b, axis=-1, *, reduction="sum"):
     """0.5 * ||correlation(a, b, axis)||**2 (see fastcorr.corr_loss), differentiable."""
     return _loss("corr_loss", a, b, axis, reduction)
 
 
-def product_loss(a, b, axis=-1, reduction="sum"):
+def product_loss(a, b, axis=-1, *, reduction="sum"):
     """0.5 * ||a * b||**2 (see fastcorr.product_loss), differentiable."""
     return _loss("product_loss", a, b, axis, reduction)

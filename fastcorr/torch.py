@@ -14,6 +14,7 @@ instead of the framework's chain of products and sums.
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 import fastcorr
 
@@ -46,14 +47,25 @@ def _expand(g, ndim, axes):
     return g
 
 
+# The current torch.autograd.Function form: forward without ctx, setup_context saving what the
+# backward needs. The backwards scale kept values by the incoming gradient; they are not
+# differentiable again (once_differentiable: a second derivative raises rather than being
+# silently wrong).
+
+
 class _Correlation(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b, axis, keepdims):
-        ctx.save_for_backward(a, b)
-        ctx.axis = axis
+    def forward(a, b, axis, keepdims):
         return _tensor(fastcorr.correlation(_arr(a), _arr(b), axis, keepdims=keepdims), a)
 
     @staticmethod
+    def setup_context(ctx, inputs, output):
+        a, b, axis, _ = inputs
+        ctx.save_for_backward(a, b)
+        ctx.axis = axis
+
+    @staticmethod
+    @once_differentiable
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         ga, gb = fastcorr.correlation_vjp(_arr(a), _arr(b), _arr(g.contiguous()), ctx.axis)
@@ -63,26 +75,33 @@ class _Correlation(torch.autograd.Function):
 
 
 class _Loss(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, b, op, axis, reduction):
-        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
-            return _tensor(getattr(fastcorr, op)(_arr(a), _arr(b), axis, reduction=reduction),
-                           a)
-        ctx.op, ctx.axis = op, axis
-        ctx.axes = layout(a.shape, b.shape, axis)[1]
-        # Per-position losses of broadcast inputs: the gradients must be weighted per
-        # position before they are summed over the broadcast axes, so keep the inputs.
-        ctx.weighted = reduction == "none" and a.shape != b.shape
-        if ctx.weighted:
-            ctx.save_for_backward(a, b)
-            return _tensor(getattr(fastcorr, op)(_arr(a), _arr(b), axis, reduction="none"), a)
-        loss, ga, gb = getattr(fastcorr, op + "_and_grad")(_arr(a), _arr(b), axis,
-                                                           reduction=reduction)
-        ctx.save_for_backward(_tensor(ga, a), _tensor(gb, b))
-        return _tensor(loss, a)
+    """(loss, grad_a, grad_b): the gradients of the summed loss, from the fused pass where
+    `grads` (empty where not, or where the per-position losses of broadcast inputs must be
+    weighted before they are summed: then the backward computes them from a and b)."""
 
     @staticmethod
-    def backward(ctx, g):
+    def forward(a, b, op, axis, reduction, grads):
+        weighted = reduction == "none" and a.shape != b.shape
+        if not grads or weighted:
+            loss = getattr(fastcorr, op)(_arr(a), _arr(b), axis, reduction=reduction)
+            return _tensor(loss, a), a.new_empty(0), b.new_empty(0)
+        loss, ga, gb = getattr(fastcorr, op + "_and_grad")(_arr(a), _arr(b), axis,
+                                                           reduction=reduction)
+        return _tensor(loss, a), _tensor(ga, a), _tensor(gb, b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        a, b, op, axis, reduction, _ = inputs
+        _, ga, gb = output
+        ctx.mark_non_differentiable(ga, gb)
+        ctx.op, ctx.axis = op, axis
+        ctx.axes = layout(a.shape, b.shape, axis)[1]
+        ctx.weighted = reduction == "none" and a.shape != b.shape
+        ctx.save_for_backward(*((a, b) if ctx.weighted else (ga, gb)))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g, _ga, _gb):
         want_a, want_b = ctx.needs_input_grad[:2]
         x, y = ctx.saved_tensors
         g = _expand(g, max(x.ndim, y.ndim), ctx.axes)
@@ -92,7 +111,7 @@ class _Loss(torch.autograd.Function):
             ga, gb = x, y  # loss.backward(): the kept gradients are the answer, no pass
         else:  # the gradients of the summed loss, scaled by the incoming gradient
             ga, gb = g * x, g * y
-        return ga if want_a else None, gb if want_b else None, None, None, None
+        return ga if want_a else None, gb if want_b else None, None, None, None, None
 
 
 def _weighted(ctx, a, b, g):
@@ -112,16 +131,22 @@ def _unbroadcast(x, shape):
     return x.sum(dim=dims, keepdim=True).reshape(shape) if dims else x
 
 
-def correlation(a, b, axis=-1, keepdims=False):
-    """sum(a * b, axis), differentiable in a and b."""
+def correlation(a, b, axis=-1, *, keepdims=False):
+    """sum(a * b, axis), differentiable in a and b (see fastcorr.correlation)."""
     return _Correlation.apply(a, b, axis, keepdims)
 
 
-def corr_loss(a, b, axis=-1, reduction="sum"):
+def corr_loss(a, b, axis=-1, *, reduction="sum"):
     """0.5 * ||correlation(a, b, axis)||**2 (see fastcorr.corr_loss), differentiable."""
-    return _Loss.apply(a, b, "corr_loss", axis, reduction)
+    return _loss(a, b, "corr_loss", axis, reduction)
 
 
-def product_loss(a, b, axis=-1, reduction="sum"):
+def product_loss(a, b, axis=-1, *, reduction="sum"):
     """0.5 * ||a * b||**2 (see fastcorr.product_loss), differentiable."""
-    return _Loss.apply(a, b, "product_loss", axis, reduction)
+    return _loss(a, b, "product_loss", axis, reduction)
+
+
+def _loss(a, b, op, axis, reduction):
+    # the gradients come from the fused pass only where autograd will ask for them
+    grads = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    return _Loss.apply(a, b, op, axis, reduction, grads)[0]

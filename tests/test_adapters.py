@@ -41,7 +41,8 @@ def test_torch_gradcheck(shapes, axis):
     for op in OPS:
         for reduction in REDUCTIONS:
             f = getattr(ft, op)
-            assert torch.autograd.gradcheck(lambda x, y: f(x, y, axis, reduction), (a, b))
+            assert torch.autograd.gradcheck(lambda x, y: f(x, y, axis, reduction=reduction),
+                                            (a, b))
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -50,14 +51,15 @@ def test_torch_gradcheck(shapes, axis):
 def test_torch_against_autograd_float32(op, reduction, axis):
     a0, b0 = rand((4, 6, 5, 8), 1).astype(np.float32), rand((4, 6, 5, 8), 2).astype(np.float32)
     results = []
-    for f in (getattr(ft, op), lambda x, y, ax, r: torch_plain(op, x, y, ax, r)):
+    for f in (getattr(ft, op),
+              lambda x, y, ax, reduction: torch_plain(op, x, y, ax, reduction)):
         # a non-contiguous input: a transposed view of a contiguous leaf tensor
         base = torch.from_numpy(np.ascontiguousarray(a0.transpose(0, 2, 1, 3)))
         base.requires_grad_(True)
         a = base.transpose(1, 2)
         b = torch.from_numpy(b0.copy()).requires_grad_(True)
         assert not a.is_contiguous()
-        loss = f(a, b, axis, reduction)
+        loss = f(a, b, axis, reduction=reduction)
         w = torch.tensor(weights(loss.numel()).reshape(loss.shape), dtype=loss.dtype)
         (loss * w).sum().backward()
         results.append((loss.detach(), base.grad.transpose(1, 2), b.grad))
@@ -121,7 +123,8 @@ def test_jax_jit_grad_against_jax(shapes, axis):
                     return jnp.sum(loss * weights(loss.size).reshape(loss.shape))
                 return g
             got = jax.jit(jax.value_and_grad(weighted(
-                lambda x, y: getattr(fj, op)(x, y, axis, reduction)), argnums=(0, 1)))(a, b)
+                lambda x, y: getattr(fj, op)(x, y, axis, reduction=reduction)),
+                argnums=(0, 1)))(a, b)
             want = jax.value_and_grad(weighted(
                 lambda x, y: jax_plain(jnp, op, x, y, axis, reduction)), argnums=(0, 1))(a, b)
             np.testing.assert_allclose(got[0], want[0], rtol=2e-5)
@@ -134,3 +137,18 @@ def test_jax_jit_grad_against_jax(shapes, axis):
     want = jax.grad(lambda x, y: jnp.sum(jnp.sum(x * y, axis=axis) ** 3), argnums=(0, 1))(a, b)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+
+
+def test_adapters_take_keywords_as_fastcorr_does():
+    """keepdims and reduction are keyword-only, as in fastcorr.*; a second derivative of
+    fastcorr.torch raises (its backward is not itself differentiable) instead of being
+    silently wrong."""
+    a = torch.ones(2, 3, requires_grad=True)
+    for f, kw in ((ft.correlation, "keepdims"), (ft.corr_loss, "reduction"),
+                  (ft.product_loss, "reduction")):
+        with pytest.raises(TypeError):
+            f(a, a, -1, True if kw == "keepdims" else "sum")
+    loss = ft.corr_loss(a, a * 2, -1)
+    (g,) = torch.autograd.grad(loss, a, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiable|does not require grad"):
+        torch.autograd.grad(g.sum(), a)

@@ -51,7 +51,8 @@ def test_against_tensorflow(compiled, shapes, axis):
     a, b = tf.constant(rand(shapes[0], 1)), tf.constant(rand(shapes[1], 2))
     for op in ("corr_loss", "product_loss"):
         for reduction in ("sum", "mean", "none"):
-            got = value_and_grads(lambda x, y: getattr(ftf, op)(x, y, axis, reduction), a, b,
+            got = value_and_grads(lambda x, y: getattr(ftf, op)(x, y, axis,
+                                                                 reduction=reduction), a, b,
                                   compiled)
             want = value_and_grads(plain(op, axis, reduction), a, b, compiled)
             for g, w in zip(got, want):
