@@ -1,13 +1,17 @@
 """fastcorr for JAX: the correlation and the two losses with `jax.custom_vjp`, usable under
-`jax.jit` and `jax.grad`, computed on the CPU by fastcorr through `jax.pure_callback`.
+`jax.jit`, `jax.grad`, `jax.value_and_grad` and `jax.vmap`.
 
     from fastcorr.jax import corr_loss
     loss, (ga, gb) = jax.jit(jax.value_and_grad(corr_loss, argnums=(0, 1)))(a, b)
 
-The forward pass of a loss is fastcorr's fused loss-and-gradients: the gradients are kept as
-residuals, and the backward pass scales them by the incoming gradient. A callback receives
-and returns host arrays: on a GPU, JAX copies through the host (use the CUDA arrays with
-`fastcorr` itself there).
+fastcorr runs inside the JAX program through `jax.experimental.buffer_callback`, which hands
+it XLA's own buffers: on the CPU it reads the inputs and writes its results in place, as
+NumPy views, with no copy either way. A differentiated summed loss runs fastcorr's fused
+loss-and-gradients once, in the forward pass, writing the gradients into XLA's buffers; the
+backward pass hands those same buffers on as the cotangents (`input_output_aliases`), scaled
+in place by the incoming gradient where that is not 1: four array passes in all, as fastcorr
+alone. A GPU's buffers are device arrays (`__cuda_array_interface__`) that fastcorr's
+CUDA kernels read in place; that path is written for a GPU run and not yet tested on one.
 """
 
 from functools import partial
@@ -15,6 +19,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.buffer_callback import buffer_callback
 
 import fastcorr
 
@@ -23,20 +28,33 @@ from ._adapters import broadcast_dims, layout
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
 
-def _shapes(a, b, axis, keepdims=False):
-    return layout(a.shape, b.shape, axis, keepdims)
+def _array(buf):
+    """An XLA buffer as what fastcorr computes on: a NumPy view of the CPU's, or a GPU's
+    itself (a CUDA array, which NumPy cannot view)."""
+    try:
+        return np.asarray(buf)
+    except Exception:  # noqa: BLE001 (jax raises its own error type for a device buffer)
+        return buf
+
+
+def _call(fn, result, *args, aliases=None):
+    """fn(*inputs, out) on XLA's buffers: it writes its results into out (one array, or a
+    tuple of them), in place; `aliases` maps inputs to the outputs that are their buffers.
+    vmap runs it once an item: fastcorr's axes are those of one."""
+    def callback(ctx, out, *bufs):
+        out = tuple(map(_array, out)) if isinstance(out, (tuple, list)) else _array(out)
+        fn(*map(_array, bufs), out)
+    return buffer_callback(callback, result, vmap_method="sequential",
+                           input_output_aliases=aliases)(*args)
 
 
 def _struct(shape, dtype):
     return jax.ShapeDtypeStruct(shape, dtype)
 
 
-def _host(f):
-    """A callback on NumPy views of the arrays JAX hands over; results as NumPy arrays."""
-    def run(*args):
-        out = f(*[np.asarray(x) for x in args])
-        return tuple(np.asarray(x) for x in out) if isinstance(out, tuple) else np.asarray(out)
-    return run
+def _put(out, value):
+    """A scalar loss written into a 0-d output buffer."""
+    np.asarray(out)[...] = value
 
 
 # --------------------------------------------------------------------------- correlation
@@ -44,11 +62,9 @@ def _host(f):
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _correlation(a, b, axis, keepdims):
-    _, _, out = _shapes(a, b, axis, keepdims)
-    dtype = jnp.result_type(a, b)
-    return jax.pure_callback(
-        _host(lambda x, y: fastcorr.correlation(x, y, axis, keepdims=keepdims)),
-        _struct(out, dtype), a, b)
+    _, _, shape = layout(a.shape, b.shape, axis, keepdims)
+    return _call(lambda x, y, out: fastcorr.correlation(x, y, axis, keepdims=keepdims, out=out),
+                 _struct(shape, jnp.result_type(a, b)), a, b)
 
 
 def _correlation_fwd(a, b, axis, keepdims):
@@ -57,9 +73,12 @@ def _correlation_fwd(a, b, axis, keepdims):
 
 def _correlation_bwd(axis, keepdims, res, g):
     a, b = res
-    return jax.pure_callback(
-        _host(lambda x, y, w: fastcorr.correlation_vjp(x, y, w, axis)),
-        (_struct(a.shape, a.dtype), _struct(b.shape, b.dtype)), a, b, g)
+    return _vjp(a, b, g, axis)
+
+
+def _vjp(a, b, g, axis):
+    return _call(lambda x, y, w, out: fastcorr.correlation_vjp(x, y, w, axis, out=out),
+                 (_struct(a.shape, a.dtype), _struct(b.shape, b.dtype)), a, b, g)
 
 
 _correlation.defvjp(_correlation_fwd, _correlation_bwd)
@@ -68,41 +87,50 @@ _correlation.defvjp(_correlation_fwd, _correlation_bwd)
 # --------------------------------------------------------------------------- losses
 
 
-def _loss_struct(a, b, axis, reduction):
-    _, _, per = _shapes(a, b, axis)
-    return _struct(per if reduction == "none" else (), jnp.result_type(a, b))
-
-
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _loss(a, b, op, axis, reduction):
-    return jax.pure_callback(
-        _host(lambda x, y: getattr(fastcorr, op)(x, y, axis, reduction=reduction)),
-        _loss_struct(a, b, axis, reduction), a, b)
+    _, _, per = layout(a.shape, b.shape, axis)
+    dtype = jnp.result_type(a, b)
+    if reduction == "none":
+        return _call(lambda x, y, out: np.copyto(out, getattr(fastcorr, op)(
+            x, y, axis, reduction="none")), _struct(per, dtype), a, b)
+    return _call(lambda x, y, out: _put(out, getattr(fastcorr, op)(x, y, axis,
+                                                                   reduction=reduction)),
+                 _struct((), dtype), a, b)
 
 
 def _loss_fwd(a, b, op, axis, reduction):
-    loss, ga, gb = jax.pure_callback(
-        _host(lambda x, y: getattr(fastcorr, op + "_and_grad")(x, y, axis,
-                                                                reduction=reduction)),
-        (_loss_struct(a, b, axis, reduction), _struct(a.shape, a.dtype),
-         _struct(b.shape, b.dtype)), a, b)
-    return loss, (ga, gb, a, b)
+    if reduction == "none":
+        return _loss(a, b, op, axis, reduction), (a, b)
+    # the fused pass: the loss, and the gradients of the summed loss kept for the backward
+    def fused(x, y, out):
+        _put(out[0], getattr(fastcorr, op + "_and_grad")(x, y, axis, reduction=reduction,
+                                                         out=out[1:])[0])
+    loss, ga, gb = _call(fused, (_struct((), jnp.result_type(a, b)),
+                                 _struct(a.shape, a.dtype), _struct(b.shape, b.dtype)), a, b)
+    return loss, (a, b, ga, gb)
+
+
+def _scale(ga, gb, w, out):
+    """out (the buffers of ga and gb) *= w, in place; nothing to do for w == 1, which is
+    what value_and_grad and grad of the loss itself give."""
+    w = float(np.asarray(w))
+    if w != 1.0:
+        for o in out:
+            o *= w
 
 
 def _loss_bwd(op, axis, reduction, res, g):
-    ga, gb, a, b = res
-    shape, axes, _ = _shapes(a, b, axis)
-    if reduction != "none" or a.shape == b.shape == shape:
-        # the gradients of the summed loss, scaled by the incoming gradient (per position)
-        g = jnp.expand_dims(g, axes) if reduction == "none" else g
-        return (g * ga).astype(a.dtype), (g * gb).astype(b.dtype)
-    # per-position losses of broadcast inputs: weight before summing over broadcast axes
+    a, b = res[:2]
+    if reduction != "none":  # the kept gradients, scaled in their own buffers
+        ga, gb = res[2:]
+        return _call(_scale, (_struct(ga.shape, ga.dtype), _struct(gb.shape, gb.dtype)), ga,
+                     gb, g, aliases={0: 0, 1: 1})
+    # per position: the gradients of sum(g * loss), g broadcast back along the reduced axes
+    _, axes, _ = layout(a.shape, b.shape, axis)
     g = jnp.expand_dims(g, axes)
     if op == "corr_loss":
-        corr = _correlation(a, b, axis, True)
-        return jax.pure_callback(
-            _host(lambda x, y, w: fastcorr.correlation_vjp(x, y, w, axis)),
-            (_struct(a.shape, a.dtype), _struct(b.shape, b.dtype)), a, b, g * corr)
+        return _vjp(a, b, g * _correlation(a, b, axis, True), axis)
     p = g * a * b
     return _sum_to(p * b, a.shape), _sum_to(p * a, b.shape)
 
@@ -120,7 +148,7 @@ def _static_axis(axis):
 
 
 def correlation(a, b, axis=-1, *, keepdims=False):
-    """sum(a * b, axis), differentiable in a and b."""
+    """sum(a * b, axis), differentiable in a and b (see fastcorr.correlation)."""
     return _correlation(jnp.asarray(a), jnp.asarray(b), _static_axis(axis), keepdims)
 
 

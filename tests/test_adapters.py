@@ -152,3 +152,32 @@ def test_adapters_take_keywords_as_fastcorr_does():
     (g,) = torch.autograd.grad(loss, a, create_graph=True)
     with pytest.raises(RuntimeError, match="differentiable|does not require grad"):
         torch.autograd.grad(g.sum(), a)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_jax_value_and_grad_and_vmap(op):
+    """g == 1 (value_and_grad of the loss itself: no scaling pass) and vmap over a batch of
+    pairs (each item's axes are its own), against jax.grad of the plain expression."""
+    jax, jnp = _jax()
+    from fastcorr import jax as fj
+
+    a = jnp.asarray(rand((3, 2, 5, 4), 1), jnp.float32)
+    b = jnp.asarray(rand((3, 2, 5, 4), 2), jnp.float32)
+    for axis in (1, -1):
+        f = jax.jit(jax.value_and_grad(lambda x, y: getattr(fj, op)(x, y, axis),
+                                       argnums=(0, 1)))
+        want_f = jax.value_and_grad(lambda x, y: jax_plain(jnp, op, x, y, axis, "sum"),
+                                    argnums=(0, 1))
+        got, want = f(a[0], b[0]), want_f(a[0], b[0])
+        np.testing.assert_allclose(got[0], want[0], rtol=2e-5)
+        for g, w in zip(got[1], want[1]):
+            np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+        batched = jax.jit(jax.vmap(f))(a, b)
+        for i in range(a.shape[0]):
+            want = want_f(a[i], b[i])
+            np.testing.assert_allclose(batched[0][i], want[0], rtol=2e-5)
+            for g, w in zip(batched[1], want[1]):
+                np.testing.assert_allclose(g[i], w, rtol=2e-5, atol=2e-5)
+        corr = jax.vmap(lambda x, y: fj.correlation(x, y, axis))(a, b)
+        np.testing.assert_allclose(corr, jnp.sum(a * b, axis=axis + 1 if axis >= 0 else axis),
+                                   rtol=2e-5, atol=2e-5)
