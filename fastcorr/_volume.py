@@ -65,7 +65,7 @@ class Geometry:
     shape (N, H, W, C)."""
 
     __slots__ = ("out_shape", "scale", "split", "crop", "kernel", "active_split",
-                 "active_shape")
+                 "active_shape", "dense", "dense_shape", "box")
 
     def cropped(self, x):
         """The part of a volume-shaped array (or shadow) that the kernels compute: a view."""
@@ -144,6 +144,23 @@ class Geometry:
         self.active_shape = (N, y1 - y0, x1 - x0, (ky1 - ky0) * (kx1 - kx0))
         norm = ks * ks * C
         self.scale = 1.0 / norm if normalize and norm else 1.0
+        self._windows(H, W)
+
+    def _windows(self, H, W):
+        """Where windows overlap (1 < kernel_size, stride1 < kernel_size), the volume is the
+        window sum of the kernel_size=1 volume: `dense`, that volume over every pixel some
+        window reads (dense_shape), and `box`, the windows in its coordinates. Each pixel's
+        products are then computed once instead of once per window that holds it."""
+        g = self.kernel
+        self.dense = self.box = self.dense_shape = None
+        if not (0 < g.kr and g.s1 < 2 * g.kr + 1 and 0 not in self.active_shape):
+            return
+        y0, x0 = max(g.oy0 - g.kr, 0), max(g.ox0 - g.kr, 0)
+        y1 = min(g.oy0 + (g.Ho - 1) * g.s1 + g.kr + 1, H)
+        x1 = min(g.ox0 + (g.Wo - 1) * g.s1 + g.kr + 1, W)
+        self.dense = g._replace(Ho=y1 - y0, Wo=x1 - x0, oy0=y0, ox0=x0, s1=1, kr=0)
+        self.dense_shape = (self.active_shape[0], y1 - y0, x1 - x0, self.active_shape[3])
+        self.box = g._replace(oy0=g.oy0 - y0, ox0=g.ox0 - x0)
 
 
 class VolumeCall(Call):
@@ -167,22 +184,34 @@ class VolumeCall(Call):
         return None
 
 
+def _forward(call, vol, total):
+    """vol <- the volume in the kernels' box (unless None), total[0] += sum(0.5*volume**2):
+    directly, or as window sums of the dense kernel_size=1 volume (Geometry._windows)."""
+    ex, geo = call.ex, call.geo
+    ops = ex.volume_operands()
+    if geo.dense is None:
+        ex.run("volume_forward", *ops, vol, geo.kernel, geo.scale, total)
+        return
+    dense = ex.empty(geo.dense_shape)
+    ex.run("volume_forward", *ops, dense, geo.dense, 1.0, ex.zeros((1,), _F64))
+    ex.run("volume_box", dense, vol, geo.box, geo.scale, total)
+
+
 def _volume(call, out=None, store=True):
     """(the volume in the compute dtype, in out where it can be; the loss total). The kernels
     compute the box of outputs and displacements that meet the image (geo.kernel); the rest
     are zeros."""
     ex, geo = call.ex, call.geo
     total = ex.zeros((1,), _F64)
-    ops = ex.volume_operands()
     if not store:
-        ex.run("volume_forward", *ops, None, geo.kernel, geo.scale, total)
+        _forward(call, None, total)
         return None, total
     if geo.crop is None:
         vol = ex.target(out, geo.out_shape)
-        ex.run("volume_forward", *ops, vol, geo.kernel, geo.scale, total)
+        _forward(call, vol, total)
         return vol, total
     part = ex.empty(geo.active_shape)
-    ex.run("volume_forward", *ops, part, geo.kernel, geo.scale, total)
+    _forward(call, part, total)
     vol = ex.zeros(geo.out_shape)
     ex.accumulate(part.reshape(geo.active_split), ex.view(vol, geo.cropped))
     return vol, total
@@ -195,13 +224,27 @@ def _active(call, g):
 
 
 def _grads(call, g, outs, weight=1.0):
-    """(loss total, grad_a, grad_b): the gradients of sum(g * volume), g in the kernels' box;
-    with g None, those of weight * 0.5*||volume||**2, whose sum is the total."""
+    """(loss total, grad_a, grad_b): the gradients of weight * sum(g * volume), g in the
+    kernels' box; with g None, those of weight * 0.5*||volume||**2, whose sum is the total.
+
+    The fused kernel (volume_vjp with g None) recomputes the volume where the gradients need
+    it and never stores it: on the CPU, for kernel_size 1. Otherwise every volume value is
+    computed once into a scratch volume, the upstream gradient of the loss."""
     ex, geo = call.ex, call.geo
-    total = ex.zeros((1,), _F64)
     ga, gb = (ex.target(o, call.shape, reads=() if g is None else (g,)) for o in outs)
-    ex.run("volume_vjp", *ex.volume_operands(), g, ga, gb, geo.kernel, geo.scale, weight,
-           total)
+    ops = ex.volume_operands()
+    total = ex.zeros((1,), _F64)
+    if g is None and (geo.kernel.kr or not ex.kernels.volume_fuses):
+        g = ex.empty(geo.active_shape)
+        _forward(call, g, total)
+    if g is None:
+        ex.run("volume_vjp", *ops, None, ga, gb, geo.kernel, geo.scale, weight, total)
+    elif geo.dense is None:
+        ex.run("volume_vjp", *ops, g, ga, gb, geo.kernel, geo.scale * weight, 1.0, total)
+    else:  # the gradient of a window sum: each pixel sums g over the windows that hold it
+        dense = ex.empty(geo.dense_shape)
+        ex.run("volume_box_t", g, dense, geo.box)
+        ex.run("volume_vjp", *ops, dense, ga, gb, geo.dense, geo.scale * weight, 1.0, total)
     return (total, *(ex.deliver(x, call.shape, o) for x, o in zip((ga, gb), outs)))
 
 
@@ -291,7 +334,9 @@ def correlation_volume_loss(a, b, *, max_displacement, kernel_size=1, stride1=1,
                             pad=None, direction="2d", normalize=True, reduction="sum",
                             backend="auto"):
     """0.5 * ||correlation_volume(a, b, ...)||**2, summed ("sum"), averaged over the volume's
-    elements ("mean"), or per element ("none"). "sum" and "mean" never store the volume."""
+    elements ("mean"), or per element ("none"). "sum" and "mean" never store the volume of
+    kernel_size 1; above it, the kernel_size=1 volume over the pixels the windows read is a
+    scratch array, whose window sums are the volume."""
     params = _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize)
     call = VolumeCall("correlation_volume_loss", a, b, backend, params, reduction)
     return _loss(call, reduction, grads=False)
@@ -300,9 +345,11 @@ def correlation_volume_loss(a, b, *, max_displacement, kernel_size=1, stride1=1,
 def correlation_volume_loss_and_grad(a, b, *, max_displacement, kernel_size=1, stride1=1,
                                      stride2=1, pad=None, direction="2d", normalize=True,
                                      reduction="sum", out=None, backend="auto"):
-    """(loss, grad_a, grad_b) of correlation_volume_loss, fused: for "sum" and "mean" the
-    volume is computed where the gradients need it and never stored, so the memory is that of
-    the inputs and the gradients only; it costs about one more forward pass of compute."""
+    """(loss, grad_a, grad_b) of correlation_volume_loss, fused. On the CPU with kernel_size
+    1, for "sum" and "mean", the volume is computed where the gradients need it and never
+    stored, so the memory is that of the inputs and the gradients only; it costs about one
+    more forward pass of compute. Otherwise (kernel_size above 1, or CUDA) each volume value
+    is computed once into a scratch volume, which the gradients then read."""
     params = _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize)
     call = VolumeCall("correlation_volume_loss_and_grad", a, b, backend, params, reduction)
     return _loss(call, reduction, grads=True, out=out)

@@ -348,6 +348,42 @@ def test_fused_loss_never_stores_the_volume():
     np.testing.assert_allclose(loss, 0.5 * np.sum(vol.astype(np.float64) ** 2), rtol=1e-5)
 
 
+@pytest.mark.parametrize("backend", [b for b in VOLUME_BACKENDS if b != "reference"])
+@pytest.mark.parametrize("case", [
+    dict(max_displacement=(-6, 0), direction="x", kernel_size=5),
+    dict(max_displacement=2, kernel_size=3, stride1=2, pad=1),
+    dict(max_displacement=(-1, 3), kernel_size=5, stride1=4, stride2=2),
+    dict(max_displacement=2, kernel_size=7, stride1=3, pad=0, normalize=False),
+], ids=_ids)
+def test_windows_by_aggregation_round_like_one_sum(backend, case):
+    """Windows of kernel_size k > 1 are sums of the kernel_size=1 products, taken in the
+    compute dtype: a C-term dot, then the window's rows and columns (2k terms), then the
+    scale. So each value stays within (C + 2k + 4) eps of the float64 reference, relative to
+    the volume of |a| and |b|: tighter than the bound of `_check`, which also holds for
+    kernels that recompute each window. The VJP adds the transposed window sums (2k terms)
+    and the gather over the D displacements."""
+    ks = case["kernel_size"]
+    shape = (1, 14, 15, 3) if SIMULATOR else (2, 23, 31, 24)
+    a, b = _inputs(shape, np.float32, seed=7)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    absa, absb = np.abs(a64), np.abs(b64)
+    eps = float(np.finfo(np.float32).eps)
+    want = reference.correlation_volume(a64, b64, **case)
+    bound = reference.correlation_volume(absa, absb, **case)
+    got = _call("correlation_volume", a, b, case, backend)
+    assert np.all(np.abs(got - want) <= (shape[-1] + 2 * ks + 4) * eps * bound + 1e-30)
+
+    g = np.random.default_rng(8).standard_normal(want.shape).astype(np.float32)
+    g64 = g.astype(np.float64)
+    D = want.shape[-1]
+    gtol = (2 * ks + D + 6) * eps
+    got = _call("correlation_volume_vjp", a, b, case, backend, grad=g)
+    wants = reference.correlation_volume_vjp(a64, b64, g64, **case)
+    bounds = reference.correlation_volume_vjp(absa, absb, np.abs(g64), **case)
+    for x, w, bnd in zip(got, wants, bounds):
+        assert np.all(np.abs(x - w) <= gtol * bnd + 1e-30)
+
+
 ERRORS = [
     (dict(b=np.zeros((1, 5, 6, 3))), ValueError, "same shape"),
     (dict(a=np.zeros((5, 6, 2)), b=np.zeros((5, 6, 2))), ValueError, "4-D NHWC"),
@@ -423,6 +459,45 @@ def test_device_results_stay_on_the_device():
     wide = cuda.to_device(np.concatenate([a, b], axis=-1))
     got = fastcorr.correlation_volume(wide[..., :3], wide[..., 3:], max_displacement=1)
     np.testing.assert_allclose(got.copy_to_host(), out.copy_to_host(), rtol=1e-6)
+
+
+@cuda_only
+@pytest.mark.skipif(not SIMULATOR, reason="counts the simulator's calls of a device function")
+@pytest.mark.parametrize("case", [
+    dict(max_displacement=2),
+    dict(max_displacement=2, kernel_size=3),
+    dict(max_displacement=(-3, 0), direction="x", kernel_size=5, stride1=2, pad=3),
+], ids=_ids)
+def test_device_loss_computes_each_volume_value_once(monkeypatch, case):
+    """On CUDA the loss's gradients read a stored volume, and windows above kernel_size 1
+    are sums of kernel_size=1 values: one C-term dot per input pixel and displacement at
+    most, where a thread a gradient element recomputing its windows would take C * k*k of
+    them for each volume value it reads."""
+    from numba import cuda
+
+    from fastcorr._kernels import volume_cuda
+
+    calls = []
+    value = volume_cuda._value
+
+    def counted(*args):
+        calls.append(1)
+        return value(*args)
+
+    monkeypatch.setattr(volume_cuda, "_value", counted)
+    a, b = _inputs((1, 6, 7, 3), np.float32)
+    loss, ga, gb = _host(fastcorr.correlation_volume_loss_and_grad(
+        cuda.to_device(a), cuda.to_device(b), **case))
+    want = reference.correlation_volume_loss_and_grad(a.astype(np.float64),
+                                                      b.astype(np.float64), **case)
+    np.testing.assert_allclose(loss, want[0], rtol=1e-5)
+    np.testing.assert_allclose(ga, want[1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gb, want[2], rtol=1e-4, atol=1e-5)
+    D = reference.correlation_volume(a, b, **case).shape[-1]
+    if case.get("kernel_size", 1) == 1:
+        assert len(calls) == reference.correlation_volume(a, b, **case).size
+    else:
+        assert 0 < len(calls) <= a.shape[0] * a.shape[1] * a.shape[2] * D
 
 
 @cuda_only

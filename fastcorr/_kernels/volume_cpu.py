@@ -198,17 +198,6 @@ def _volume_row(a, b, n, oy, geo, P, acc):
                         acc[ox, ky * nx + kx] += P[xa, kx]
 
 
-@njit(**_HELPER)
-def _value(a, b, n, cy, cx, dy, dx, kr):
-    """The unscaled volume at one output (centre cy, cx) and one displacement (dy, dx)."""
-    H, W = a.shape[1], a.shape[2]
-    s = a.dtype.type(0)
-    for ya in range(max(cy - kr, 0, -dy), min(cy + kr + 1, H, H - dy)):
-        for xa in range(max(cx - kr, 0, -dx), min(cx + kr + 1, W, W - dx)):
-            s += _dot1(a[n, ya, xa], b[n, ya + dy, xa + dx])
-    return s
-
-
 # --------------------------------------------------------------------------- kernels
 
 
@@ -242,8 +231,8 @@ def volume_forward(a, b, out, geo, scale, sums, comps, c0, c1, nchunks):
 
 def volume_grad(a, b, g, out, geo, scale, weight, side, sums, comps, c0, c1, nchunks):
     """out <- the gradient of sum(g * volume) with respect to a (side 0) or b (side 1). With
-    g empty, g is weight * the volume, recomputed where it is needed and never stored, and
-    (side 0) sums[c] (+ comps[c]) <- the chunk's sum(0.5*volume**2).
+    g empty (kernel_size 1 only), g is weight * the volume, recomputed where it is needed and
+    never stored, and (side 0) sums[c] (+ comps[c]) <- the chunk's sum(0.5*volume**2).
 
     Both gradients are gathers, row by row: each input row first collects its weights
     Wt[x, k] (the upstream gradient of every output and displacement that read pixel x),
@@ -311,7 +300,7 @@ def volume_grad(a, b, g, out, geo, scale, weight, side, sums, comps, c0, c1, nch
                     if ya < 0 or ya >= H:
                         continue
                     oy_lo, oy_hi = _outputs(ya, kr, oy0, s1, Ho)
-                    if fused and kr == 0:  # the volume at (ya, xa) is the row dot of ya with y
+                    if fused:  # the volume at (ya, xa) is the row dot of ya with y
                         if oy_lo < oy_hi:
                             _row_dots(a[n, ya], b[n, y], 0, W, dx0, nx, s2, P)
                     for x in range(W):
@@ -323,15 +312,11 @@ def volume_grad(a, b, g, out, geo, scale, weight, side, sums, comps, c0, c1, nch
                             ox_lo, ox_hi = _outputs(xa, kr, ox0, s1, Wo)
                             u = a.dtype.type(0)
                             for oy in range(oy_lo, oy_hi):
-                                cy = oy0 + oy * s1
                                 for ox in range(ox_lo, ox_hi):
-                                    if not fused:
-                                        u += g[n, oy, ox, ky * nx + kx]
-                                    elif kr == 0:
+                                    if fused:  # kernel_size 1: the output is pixel (ya, xa)
                                         u += g_t * (w_t * P[xa, kx])
                                     else:
-                                        u += g_t * (w_t * _value(a, b, n, cy, ox0 + ox * s1, dy,
-                                                                 dx, kr))
+                                        u += g[n, oy, ox, ky * nx + kx]
                             Wt[x, ky * nx + kx] = u
                 acc[:] = 0
                 # b pixel x met a pixel x - dx_k: walking k backwards, that is x + d0 + k*s2
@@ -345,7 +330,72 @@ def volume_grad(a, b, g, out, geo, scale, weight, side, sums, comps, c0, c1, nch
                         out[n, y, x, i] = w_t * acc[x, i]
 
 
-register(volume_forward, volume_grad)
+def volume_box(s, out, geo, scale, sums, comps, c0, c1, nchunks):
+    """out[n, oy, ox] = scale * the sum of s over the window of output (oy, ox) (geo in the
+    coordinates of s, the window clipped to it), unless out is empty; sums[c] (+ comps[c])
+    <- the chunk's sum(0.5 * out**2). Separable: the window's rows are summed first, a
+    whole row at a time, then each output sums its columns."""
+    N, Hd, Wd, D = s.shape
+    Ho, Wo, oy0, ox0, s1, kr = geo.Ho, geo.Wo, geo.oy0, geo.ox0, geo.s1, geo.kr
+    w = s.dtype.type(scale)
+    for c in range(c0, c1):
+        lo, hi = bounds(c, nchunks, N * Ho)
+        col = np.empty((Wd, D), s.dtype)
+        v = np.empty(D, s.dtype)
+        t_s = 0.0
+        t_e = 0.0
+        for t in range(lo, hi):
+            n, oy = t // Ho, t % Ho
+            cy = oy0 + oy * s1
+            col[:] = 0
+            for y in range(max(cy - kr, 0), min(cy + kr + 1, Hd)):
+                for x in range(Wd):
+                    for k in range(D):
+                        col[x, k] += s[n, y, x, k]
+            for ox in range(Wo):
+                cx = ox0 + ox * s1
+                v[:] = 0
+                for x in range(max(cx - kr, 0), min(cx + kr + 1, Wd)):
+                    for k in range(D):
+                        v[k] += col[x, k]
+                q = 0.0
+                for k in range(D):
+                    u = w * v[k]
+                    q += np.float64(u) * u
+                    if out.size:
+                        out[n, oy, ox, k] = u
+                t_s, t_e = neumaier(t_s, t_e, 0.5 * q)
+        sums[c] = t_s
+        comps[c] = t_e
+
+
+def volume_box_t(g, out, geo, sums, comps, c0, c1, nchunks):
+    """The transpose of volume_box (scale 1): out[n, y, x] = the sum of g over the outputs
+    whose window holds (y, x); separable as volume_box."""
+    N, Hd, Wd, D = out.shape
+    Ho, Wo, oy0, ox0, s1, kr = geo.Ho, geo.Wo, geo.oy0, geo.ox0, geo.s1, geo.kr
+    for c in range(c0, c1):
+        lo, hi = bounds(c, nchunks, N * Hd)
+        row = np.empty((Wo, D), g.dtype)
+        for t in range(lo, hi):
+            n, y = t // Hd, t % Hd
+            row[:] = 0
+            oy_lo, oy_hi = _outputs(y, kr, oy0, s1, Ho)
+            for oy in range(oy_lo, oy_hi):
+                for ox in range(Wo):
+                    for k in range(D):
+                        row[ox, k] += g[n, oy, ox, k]
+            for x in range(Wd):
+                out[n, y, x, :] = 0
+                ox_lo, ox_hi = _outputs(x, kr, ox0, s1, Wo)
+                for ox in range(ox_lo, ox_hi):
+                    for k in range(D):
+                        out[n, y, x, k] += row[ox, k]
+        sums[c] = 0.0
+        comps[c] = 0.0
+
+
+register(volume_forward, volume_grad, volume_box, volume_box_t)
 
 
 # --------------------------------------------------------------------------- the contract
@@ -370,8 +420,29 @@ def volume_vjp(a, b, g, ga, gb, geo, scale, weight, total):
                             float(weight), side)
 
 
+def volume_box(s, out, geo, scale, total):
+    """out <- scale * the window sums of the dense volume s (unless None); total[0] +=
+    sum(0.5 * out**2)."""
+    out = np.empty((0, 0, 0, 0), s.dtype) if out is None else out
+    total[0] += _chunked("volume_box", s.size, s.shape[0] * geo.Ho, s, out, geo, float(scale))
+
+
+def volume_box_t(g, out, geo):
+    """out (dense) <- the transpose of volume_box of g, at scale 1."""
+    _chunked("volume_box_t", out.size, out.shape[0] * out.shape[1], g, out, geo)
+
+
+# The fused loss (volume_vjp with g None) recomputes the volume where it is needed, each
+# value at most twice: a CPU thread takes a whole row of outputs.
+volume_fuses = True
+
+
 def _launch(name, a, geo, rows, *args):
     """Kernel `name` on a, *args, a chunk a row where the work is worth threads."""
     work = a.shape[0] * a.shape[1] * a.shape[2] * geo.ny * geo.nx * max(a.shape[3], 1)
+    return _chunked(name, work, rows, a, *args)
+
+
+def _chunked(name, work, rows, *args):
     par = work >= (1 << 16)
-    return launch(name, par, a, *args, rows if par else 1)
+    return launch(name, par, *args, rows if par else 1)

@@ -8,9 +8,10 @@ threads take consecutive channels, so the reads of the other input are coalesced
 upstream gradient is read once per warp. Nothing is written by two threads, so there are no
 atomics but the one per block that adds the loss.
 
-The fused loss (g empty) recomputes each volume value it needs inside every thread that needs
-it: it never stores the volume, at C times the forward pass's arithmetic. It is the
-memory-saving path, not yet tuned: that needs a GPU to measure.
+The fused loss is not fused here: each thread of the gradient would recompute every volume
+value it reads, C times the forward pass's arithmetic (volume_fuses = False), so the front end
+computes the volume once, stores it, and passes it on as the upstream gradient. Windows that
+overlap are separable window sums of the kernel_size=1 volume (`volume_box`, `volume_box_t`).
 """
 
 import math
@@ -69,70 +70,122 @@ def _forward_kernel(a, b, out, geo, scale, total):
 
 
 @cuda.jit
-def _grad_kernel(a, b, g, ga, gb, geo, scale, weight, total):
-    """ga, gb <- the gradients of sum(g * volume); g empty: of weight * 0.5*||volume||**2,
-    whose sum is added into total."""
+def _grad_kernel(a, b, g, ga, gb, geo, scale):
+    """ga, gb <- the gradients of sum(g * volume)."""
     N, H, W, C = a.shape
     Ho, Wo, oy0, ox0, s1, kr, dy0, ny, dx0, nx, s2 = geo
-    fused = g.size == 0
     size = N * H * W * C
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
-    mine = 0.0
-    rounds = (size + stride - 1) // stride
-    for r in range(rounds):
-        i = start + r * stride
-        if i >= size:
-            continue
+    for i in range(start, size, stride):
         n, y, x, c = _unravel(i, H, W, C)
         # grad_a: the outputs whose window holds (y, x), every displacement
         ua = 0.0
         oy_lo, oy_hi = _outputs(y, kr, oy0, s1, Ho)
         ox_lo, ox_hi = _outputs(x, kr, ox0, s1, Wo)
-        for oy in range(oy_lo, oy_hi):
-            cy = oy0 + oy * s1
-            for ox in range(ox_lo, ox_hi):
-                cx = ox0 + ox * s1
-                own = fused and c == 0 and y == max(cy - kr, 0) and x == max(cx - kr, 0)
-                for ky in range(ny):
-                    dy = dy0 + ky * s2
-                    for kx in range(nx):
-                        dx = dx0 + kx * s2
-                        if fused:
-                            v = scale * _value(a, b, n, cy, cx, dy, dx, kr)
-                            if own:
-                                mine += 0.5 * v * v
-                            w = weight * v
-                        else:
-                            w = g[n, oy, ox, ky * nx + kx]
-                        if 0 <= y + dy < H and 0 <= x + dx < W:
-                            ua += w * b[n, y + dy, x + dx, c]
+        for ky in range(ny):
+            yb = y + dy0 + ky * s2
+            if yb < 0 or yb >= H:
+                continue
+            for kx in range(nx):
+                xb = x + dx0 + kx * s2
+                if 0 <= xb < W:
+                    w = 0.0
+                    for oy in range(oy_lo, oy_hi):
+                        for ox in range(ox_lo, ox_hi):
+                            w += g[n, oy, ox, ky * nx + kx]
+                    ua += w * b[n, yb, xb, c]
         ga[n, y, x, c] = scale * ua
         # grad_b: displacement k met pixel (y - dy, x - dx) of a
         ub = 0.0
         for ky in range(ny):
-            dy = dy0 + ky * s2
-            ya = y - dy
+            ya = y - dy0 - ky * s2
             if ya < 0 or ya >= H:
                 continue
             oy_lo, oy_hi = _outputs(ya, kr, oy0, s1, Ho)
             for kx in range(nx):
-                dx = dx0 + kx * s2
-                xa = x - dx
+                xa = x - dx0 - kx * s2
                 if xa < 0 or xa >= W:
                     continue
                 ox_lo, ox_hi = _outputs(xa, kr, ox0, s1, Wo)
                 w = 0.0
                 for oy in range(oy_lo, oy_hi):
                     for ox in range(ox_lo, ox_hi):
-                        if fused:
-                            w += weight * scale * _value(a, b, n, oy0 + oy * s1, ox0 + ox * s1,
-                                                         dy, dx, kr)
-                        else:
-                            w += g[n, oy, ox, ky * nx + kx]
+                        w += g[n, oy, ox, ky * nx + kx]
                 ub += w * a[n, ya, xa, c]
         gb[n, y, x, c] = scale * ub
+
+
+# Window sums are separable: first along y (each output row's window rows, at every x),
+# then along x, 2k reads an output instead of k*k. The same for the transpose, x then y.
+
+
+@cuda.jit
+def _rows_kernel(s, rows, geo):
+    """rows[n, oy, x, k] = the sum of s over the window rows of output row oy, clipped."""
+    N, Hd, Wd, D = s.shape
+    Ho, oy0, s1, kr = geo[0], geo[2], geo[4], geo[5]
+    for i in range(cuda.grid(1), N * Ho * Wd * D, cuda.gridsize(1)):
+        n, oy, x, k = _unravel(i, Ho, Wd, D)
+        cy = oy0 + oy * s1
+        v = 0.0
+        for y in range(max(cy - kr, 0), min(cy + kr + 1, Hd)):
+            v += s[n, y, x, k]
+        rows[n, oy, x, k] = v
+
+
+@cuda.jit
+def _box_kernel(rows, out, geo, scale, total):
+    """out[n, oy, ox, k] = scale * the sum of rows over the window columns of output ox;
+    total += sum(0.5 * out**2)."""
+    N, Ho, Wd, D = rows.shape
+    Wo, ox0, s1, kr = geo[1], geo[3], geo[4], geo[5]
+    size = N * Ho * Wo * D
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    mine = 0.0
+    rounds = (size + stride - 1) // stride  # the same for every thread: the block sum waits
+    for r in range(rounds):
+        i = start + r * stride
+        if i < size:
+            n, oy, ox, k = _unravel(i, Ho, Wo, D)
+            cx = ox0 + ox * s1
+            v = 0.0
+            for x in range(max(cx - kr, 0), min(cx + kr + 1, Wd)):
+                v += rows[n, oy, x, k]
+            v *= scale
+            if out.size:
+                out[n, oy, ox, k] = v
+            mine += 0.5 * v * v
     block_add(mine, total)
+
+
+@cuda.jit
+def _cols_t_kernel(g, cols, geo):
+    """cols[n, oy, x, k] = the sum of g[n, oy] over the outputs whose window column holds x."""
+    N, Ho, Wd, D = cols.shape
+    Wo, ox0, s1, kr = geo[1], geo[3], geo[4], geo[5]
+    for i in range(cuda.grid(1), N * Ho * Wd * D, cuda.gridsize(1)):
+        n, oy, x, k = _unravel(i, Ho, Wd, D)
+        ox_lo, ox_hi = _outputs(x, kr, ox0, s1, Wo)
+        v = 0.0
+        for ox in range(ox_lo, ox_hi):
+            v += g[n, oy, ox, k]
+        cols[n, oy, x, k] = v
+
+
+@cuda.jit
+def _box_t_kernel(cols, out, geo):
+    """out[n, y, x, k] = the sum of cols over the output rows whose window holds y."""
+    N, Hd, Wd, D = out.shape
+    Ho, oy0, s1, kr = geo[0], geo[2], geo[4], geo[5]
+    for i in range(cuda.grid(1), N * Hd * Wd * D, cuda.gridsize(1)):
+        n, y, x, k = _unravel(i, Hd, Wd, D)
+        oy_lo, oy_hi = _outputs(y, kr, oy0, s1, Ho)
+        v = 0.0
+        for oy in range(oy_lo, oy_hi):
+            v += cols[n, oy, x, k]
+        out[n, y, x, k] = v
 
 
 # --------------------------------------------------------------------------- the contract
@@ -147,7 +200,32 @@ def volume_forward(a, b, out, geo, scale, total, stream=0):
 
 
 def volume_vjp(a, b, g, ga, gb, geo, scale, weight, total, stream=0):
-    if g is None:
-        g = nothing(a.dtype, 4)
-    _grad_kernel[grid(math.prod(a.shape)) + (stream,)](a, b, g, ga, gb, geo, float(scale),
-                                                        float(weight), total)
+    if g is None:  # never asked for: volume_fuses
+        raise NotImplementedError("the CUDA volume kernels do not fuse the loss")
+    _grad_kernel[grid(math.prod(a.shape)) + (stream,)](a, b, g, ga, gb, geo, float(scale))
+
+
+def _between(s, geo, Wd, stream):
+    """The scratch of the separable window sums: one value an output row, input column and
+    displacement."""
+    return cuda.device_array((s.shape[0], geo.Ho, Wd, s.shape[3]), s.dtype, stream=stream)
+
+
+def volume_box(s, out, geo, scale, total, stream=0):
+    if out is None:
+        out = nothing(s.dtype, 4)
+    rows = _between(s, geo, s.shape[2], stream)
+    _rows_kernel[grid(rows.size) + (stream,)](s, rows, geo)
+    size = s.shape[0] * geo.Ho * geo.Wo * s.shape[3]
+    _box_kernel[grid(size) + (stream,)](rows, out, geo, float(scale), total)
+
+
+def volume_box_t(g, out, geo, stream=0):
+    cols = _between(g, geo, out.shape[2], stream)
+    _cols_t_kernel[grid(cols.size) + (stream,)](g, cols, geo)
+    _box_t_kernel[grid(math.prod(out.shape)) + (stream,)](cols, out, geo)
+
+
+# A thread a gradient element would recompute each volume value it needs, C times the
+# forward's work in all: the loss's gradients come from a stored volume instead.
+volume_fuses = False
