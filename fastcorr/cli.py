@@ -241,7 +241,9 @@ def _volume_parser(p):
     p.add_argument("--peers", nargs="*", choices=PEERS, default=None,
                    help="default: all but numpy (minutes at the default size)")
     _common_options(p, 5)
-    p.add_argument("--quick", action="store_true", help="a small layer: about a minute")
+    p.add_argument("--quick", action="store_true",
+                   help="a small layer, without torch.compile (minutes of compilation) unless "
+                        "--peers names it: under a minute")
 
 
 def _bench_settings(args):
@@ -279,7 +281,10 @@ def _volume_settings(args):
             params[name] = value
     if args.max_displacement is not None and args.pad is None:
         params.pop("pad", None)  # the default: the border
-    peers = [n for n in bv.PEERS if n != "numpy"] if args.peers is None else args.peers
+    # --quick leaves out torch.compile: its graphs take minutes to compile (name it in --peers
+    # to keep it)
+    left_out = ("numpy", "torch.compile") if args.quick else ("numpy",)
+    peers = [n for n in bv.PEERS if n not in left_out] if args.peers is None else args.peers
     return {"shape": args.shape or (bv.QUICK_SHAPE if args.quick else bv.SHAPE),
             "params": params, "backend": args.backend, "ops": args.ops,
             "impls": ["fastcorr"] + peers, "repeats": args.repeats or 5,

@@ -132,3 +132,17 @@ def test_bench_volume(tmp_path, capsys):
             assert r["x_fastcorr"] == pytest.approx(1.0)
     for s in data["skipped"]:
         assert s["impl"] == "spatial-correlation-sampler" and "installed" in s["why"]
+
+
+def test_bench_volume_quick_leaves_out_torch_compile():
+    """--quick is quick: torch.compile (minutes of compilation) only where --peers names it."""
+    parse = cli.Parser(prog="fastcorr")
+    sub = parse.add_subparsers(dest="command", parser_class=cli.Parser)
+    cli._volume_parser(sub.add_parser("bench-volume"))
+    quick = cli._volume_settings(parse.parse_args(["bench-volume", "--quick"]))
+    assert "torch.compile" not in quick["impls"] and "torch" in quick["impls"]
+    full = cli._volume_settings(parse.parse_args(["bench-volume"]))
+    assert "torch.compile" in full["impls"]
+    named = cli._volume_settings(parse.parse_args(["bench-volume", "--quick", "--peers",
+                                                   "torch.compile"]))
+    assert named["impls"] == ["fastcorr", "torch.compile"]

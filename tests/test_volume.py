@@ -567,6 +567,47 @@ def test_spatial_correlation_sampler_mapping(k, P, s, pad, dp):
                                rtol=1e-12, atol=1e-12)
 
 
+def tf_addons_cpu(a, b, kernel_size, max_displacement, stride_1, stride_2, pad):
+    """TensorFlow Addons' CPU CorrelationCost, channels_last in, NHWC out: output (h, w)
+    centred on input pixel ((h - pad)*stride_1 + border, (w - pad)*stride_1 + border),
+    displacements t*stride_2 for |t| <= max_displacement // stride_2, dy the slow channel
+    index, pairs with either pixel outside the image skipped, divided by k*k*C."""
+    N, H, W, C = a.shape
+    kr, R = kernel_size // 2, max_displacement // stride_2
+    border = max_displacement + kr
+    Ho = math.ceil((H + 2 * pad - 2 * border) / stride_1)
+    Wo = math.ceil((W + 2 * pad - 2 * border) / stride_1)
+    out = np.zeros((N, Ho, Wo, (2 * R + 1) ** 2))
+    for n, h, w in np.ndindex(N, Ho, Wo):
+        h1, w1 = (h - pad) * stride_1 + border, (w - pad) * stride_1 + border
+        for tc, (tj, ti) in enumerate(np.ndindex(2 * R + 1, 2 * R + 1)):
+            h2, w2 = h1 + (tj - R) * stride_2, w1 + (ti - R) * stride_2
+            for j, i in np.ndindex(kernel_size, kernel_size):
+                y1, x1, y2, x2 = h1 + j - kr, w1 + i - kr, h2 + j - kr, w2 + i - kr
+                if 0 <= y1 < H and 0 <= y2 < H and 0 <= x1 < W and 0 <= x2 < W:
+                    out[n, h, w, tc] += a[n, y1, x1] @ b[n, y2, x2]
+    return out / (kernel_size * kernel_size * C)
+
+
+@pytest.mark.parametrize("k,m,s1,s2,pad", [(1, 2, 1, 1, 2), (3, 2, 1, 2, 0), (1, 2, 2, 1, 1),
+                                           (3, 3, 2, 1, 2), (1, 4, 3, 2, 3), (3, 1, 2, 1, 0),
+                                           (5, 2, 2, 2, 4)])
+def test_tf_addons_cpu_mapping(k, m, s1, s2, pad):
+    """The README's recipe for TensorFlow Addons' CPU kernel: pad * stride_1 as the padding,
+    cropped to its output size, gives its numbers whatever stride_1 and pad are (the plain
+    mapping does where stride_1 = 1 or pad = 0)."""
+    a, b = _inputs((2, 11, 13, 3), seed=9)
+    want = tf_addons_cpu(a, b, k, m, s1, s2, pad)
+    Ho, Wo = want.shape[1:3]
+    got = fastcorr.correlation_volume(a, b, max_displacement=m, kernel_size=k, stride1=s1,
+                                      stride2=s2, pad=pad * s1)[:, :Ho, :Wo]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    if s1 == 1 or pad == 0:
+        plain = fastcorr.correlation_volume(a, b, max_displacement=m, kernel_size=k,
+                                            stride1=s1, stride2=s2, pad=pad)
+        np.testing.assert_allclose(plain, want, rtol=1e-12, atol=1e-14)
+
+
 @cuda_only
 def test_numpy_input_with_backend_cuda_and_out():
     a, b = _inputs((1, 6, 7, 2), np.float32)
