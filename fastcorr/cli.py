@@ -58,6 +58,18 @@ def _main(argv):
                     "spatial-correlation-sampler where installed, on the CPU. The default "
                     "layer is FlowNetC's correlation."))
     sub.add_parser("info", help="versions, threading, cache, and whether CUDA is usable")
+    compile_ = sub.add_parser(
+        "compile", help="compile the CPU kernels ahead of time into Numba's cache",
+        description="Compile (or load) the CPU kernels every operation uses for these dtypes, "
+                    "into Numba's on-disk cache (next to the package, or NUMBA_CACHE_DIR): "
+                    "run it once when building a Docker image or a cluster's environment, "
+                    "and later processes start without compiling.")
+    compile_.add_argument("--dtype", nargs="+", default=["float32", "float64"],
+                          choices=["float16", "float32", "float64"],
+                          help="input dtypes (default: float32 float64; float16 computes in "
+                               "float32, integers in float64)")
+    compile_.add_argument("--no-volume", action="store_true",
+                          help="leave out the cost volume's kernels")
     sub.add_parser("stereo", add_help=False,
                    help="disparity of a stereo pair with the cost volume (fastcorr stereo -h)")
     if argv[:1] == ["stereo"]:  # its own options: fastcorr.stereo is also a runnable example
@@ -67,6 +79,14 @@ def _main(argv):
     args = parser.parse_args(argv)
     if args.command == "info":
         print(_format_info(info()))
+        return 0
+    if args.command == "compile":
+        from ._precompile import precompile
+
+        started = time.perf_counter()
+        n = precompile(args.dtype, volume=not args.no_volume)
+        print(f"{n} kernel specialisations compiled or loaded in "
+              f"{time.perf_counter() - started:.1f} s; cache: {info()['kernel cache']}")
         return 0
     if args.command == "bench-volume":
         return bench_volume(args)

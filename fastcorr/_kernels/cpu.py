@@ -412,6 +412,11 @@ register(
 )
 
 
+def dispatchers():
+    """The registered kernels' Numba dispatchers (their signatures and cache statistics)."""
+    return list(_KERNELS.values())
+
+
 def launch(name, parallel, *args):
     """Run kernel `name` over its chunks (its last argument is nchunks), on the threads a call
     from this thread may use where parallel; returns the combined float64 loss."""

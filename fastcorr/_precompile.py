@@ -1,0 +1,91 @@
+"""`fastcorr compile`: the CPU kernels compiled ahead of time into Numba's on-disk cache.
+
+Numba compiles a kernel for each combination it meets of dtypes and memory layouts (the
+number of dimensions, contiguous or strided), the first time it meets it, and caches the
+machine code on disk (next to the package, or in NUMBA_CACHE_DIR). `precompile` runs every
+public operation of the CPU backend once on small inputs of each kind the front end treats
+differently (contiguous, strided, broadcast, large enough for threads, a long reduced axis
+with few positions), over the axes and reductions that reach different kernels, so that a
+Docker image built with it, or workers sharing its cache, start without compiling.
+"""
+
+import time
+
+import numpy as np
+
+import fastcorr
+
+from ._validate import resolve_dtypes
+
+AXES = (-1, 1, (1, 2), None)
+REDUCTIONS = ("sum", "none")
+# inputs that compute in each kernel dtype without being of it
+CONVERTED = {np.dtype(np.float32): np.float16, np.dtype(np.float64): np.int32}
+VOLUMES = (
+    {"max_displacement": 1},
+    {"max_displacement": 1, "kernel_size": 3},
+    {"max_displacement": (-2, 0), "direction": "x", "kernel_size": 3},
+)
+
+
+def _pairs(dtype):
+    rng = np.random.default_rng(0)
+
+    def draw(shape, dt=dtype):
+        return rng.standard_normal(shape).astype(dt), rng.standard_normal(shape).astype(dt)
+
+    a, b = draw((2, 6, 7, 5))
+    other = CONVERTED[np.dtype(dtype)]
+    return {
+        "contiguous": (a, b),
+        "strided": (a[:, :, ::2], b[:, :, ::2]),
+        "broadcast": (a, b[:1, :1]),
+        "scalar": (a, 2.0),
+        # inputs converted to the compute dtype arrive as writable copies
+        "converted": draw((2, 6, 7, 5), other),
+        # 2**16 elements: the paths that run on threads; a long reduced axis and few
+        # positions: the paths that split it into segments (their partial sums in float64)
+        "large": draw((4, 32, 32, 16)),
+        "long": draw((1, 256, 256, 2)),
+        "long rows": draw((2, 1, 1, 1 << 16)),
+    }
+
+
+def _core_calls(a, b):
+    for axis in AXES:
+        corr = fastcorr.correlation(a, b, axis)
+        fastcorr.correlation_vjp(a, b, np.ones_like(corr), axis)
+        for reduction in REDUCTIONS:
+            for f in (fastcorr.corr_loss, fastcorr.corr_loss_and_grad, fastcorr.product_loss,
+                      fastcorr.product_loss_and_grad):
+                f(a, b, axis, reduction=reduction)
+
+
+def _volume_calls(a, b):
+    for params in VOLUMES:
+        vol = fastcorr.correlation_volume(a, b, **params)
+        fastcorr.correlation_volume_vjp(a, b, np.ones_like(vol), **params)
+        for reduction in REDUCTIONS:
+            fastcorr.correlation_volume_loss(a, b, **params, reduction=reduction)
+            fastcorr.correlation_volume_loss_and_grad(a, b, **params, reduction=reduction)
+
+
+def precompile(dtypes=("float32", "float64"), volume=True, report=print):
+    """Compile (or load from the cache) the CPU kernels for inputs of these dtypes; returns
+    the number of kernel specialisations this process then holds."""
+    from ._kernels import cpu
+
+    done = set()
+    for dtype in dtypes:
+        dt = np.dtype(dtype)
+        kernel_dtype = resolve_dtypes("fastcorr compile", dt, dt)[0]  # float16: float32
+        if kernel_dtype in done:
+            continue
+        done.add(kernel_dtype)
+        started = time.perf_counter()
+        for kind, (a, b) in _pairs(kernel_dtype).items():
+            _core_calls(a, b)
+            if volume and kind in ("contiguous", "strided", "large", "converted"):
+                _volume_calls(a, b)
+        report(f"{kernel_dtype}: {time.perf_counter() - started:.1f} s")
+    return sum(len(k.signatures) for k in cpu.dispatchers())
