@@ -10,17 +10,37 @@ CorrelationCost; `Geometry` turns the parameters into the named integers the ker
 
 The four functions run on the executors of the six others (fastcorr._api: the same checks,
 messages and dtype rules); backend="reference" returns early with fastcorr.reference.
+Their signatures are typed as fastcorr._api's, and their docstrings share its fragments.
 """
+
+from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
 from . import reference
 from ._call import Call, results
+from ._docs import shared
 from ._kernels.volume_index import VolumeGeometry
 from ._validate import NO_REDUCTION, broadcast_shapes, check_choice, is_dask_array
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+    from ._typing import (
+        Backend,
+        CudaArray,
+        Direction,
+        FloatArray,
+        Input,
+        MaxDisplacement,
+        Reduction,
+        SumReduction,
+    )
 
 _F64 = np.dtype(np.float64)
 DIRECTIONS = ("2d", "x")
@@ -284,28 +304,94 @@ def _params(max_displacement, kernel_size, stride1, stride2, pad, direction, nor
 # --------------------------------------------------------------------------- public functions
 
 
-def correlation_volume(a, b, *, max_displacement, kernel_size=1, stride1=1, stride2=1, pad=None,
-                       direction="2d", normalize=True, out=None, backend="auto"):
-    """The cost volume of two NHWC arrays: for each output pixel, the correlation of a window
-    of `a` with the same window of `b` displaced by each of a grid of displacements.
+@overload
+def correlation_volume(a: NDArray[Any], b: NDArray[Any], *, max_displacement: MaxDisplacement,
+                       kernel_size: int = 1, stride1: int = 1, stride2: int = 1,
+                       pad: int | None = None, direction: Direction = "2d",
+                       normalize: bool = True, out: FloatArray | None = None,
+                       backend: Backend = "auto") -> FloatArray: ...
+@overload
+def correlation_volume(a: Input, b: Input, *, max_displacement: MaxDisplacement,
+                       kernel_size: int = 1, stride1: int = 1, stride2: int = 1,
+                       pad: int | None = None, direction: Direction = "2d",
+                       normalize: bool = True, out: NDArray[Any] | CudaArray | None = None,
+                       backend: Backend = "auto") -> Any: ...
+@shared
+def correlation_volume(a: Input, b: Input, *, max_displacement: MaxDisplacement,
+                       kernel_size: int = 1, stride1: int = 1, stride2: int = 1,
+                       pad: int | None = None, direction: Direction = "2d",
+                       normalize: bool = True, out: NDArray[Any] | CudaArray | None = None,
+                       backend: Backend = "auto") -> Any:
+    """The cost volume of two NHWC arrays: the correlation of `a` with `b` displaced.
 
-    Returns an (N, Ho, Wo, D) array, displacement channels last, dy the slow index:
-    out[n, y, x, k] = scale * sum over the kernel window (j, i) and channels c of
-    a[n, cy + j, cx + i, c] * b[n, cy + j + dy_k, cx + i + dx_k, c], reads outside the image
-    zero, scale = 1 / (kernel_size**2 * C) if normalize else 1.
+    For each output pixel, the correlation of a window of `a` with the same window of `b`
+    displaced by each of a grid of displacements, one output channel per displacement: the
+    correlation layer of FlowNetC, DispNetC and PWC-Net, and TensorFlow Addons'
+    CorrelationCost, in NHWC.
 
-    max_displacement: int r (displacements -r..r in steps of stride2, as CorrelationCost,
-        whose grid has r // stride2 steps either way), or a (lo, hi) pair of displacements:
-        lo, lo + stride2, ... up to hi, for a one-sided range such as stereo disparities.
-    kernel_size: odd window size; stride1: step between output pixels; stride2: step between
-        displacements.
-    pad: zero padding on each side (default: the border, max displacement + kernel_size // 2,
-        which gives ceil(H / stride1) x ceil(W / stride1) outputs). Output size, as in
-        CorrelationCost: Ho = ceil((H + 2*pad - 2*border) / stride1), each output centred on
-        input pixel border - pad + y*stride1.
-    direction: "2d" (optical flow: D = n**2 displacements) or "x" (stereo: displacements,
-        padding and border along x only, D = n; the height keeps a border of the kernel radius
-        and no padding).
+    Parameters
+    ----------
+    {volume_a_b}
+    {volume_params}
+    {out}
+    {backend}
+
+    Returns
+    -------
+    volume : ndarray or device array, shape (N, Ho, Wo, D)
+        The cost volume, displacement channels last (`out` where given), of the result
+        dtype.
+
+    Raises
+    ------
+    {volume_raises}
+
+    See Also
+    --------
+    correlation_volume_vjp : its gradients, for an upstream gradient.
+    correlation_volume_loss_and_grad : ``0.5 * ||volume||**2`` and its gradients, fused.
+    fastcorr.reference.correlation_volume : the plain-NumPy formulation.
+
+    Notes
+    -----
+    {volume_formula}
+
+    Windows above kernel_size 1 that overlap are not recomputed: the kernel_size=1 volume
+    over the pixels the windows read is computed once into a scratch array, and the windows
+    are its window sums.
+
+    {dtype}
+    {where}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastcorr
+    >>> a = np.arange(8.0).reshape(1, 2, 2, 2)
+    >>> b = np.ones((1, 2, 2, 2))
+    >>> v = fastcorr.correlation_volume(a, b, max_displacement=1, normalize=False)
+    >>> v.shape  # 3 x 3 displacements; the default pad keeps the 2 x 2 size
+    (1, 2, 2, 9)
+    >>> v[0, 0, 0]  # pixel (0, 0): the displacements (dy, dx) that stay inside the image
+    array([0., 0., 0., 0., 1., 1., 0., 1., 1.])
+    >>> v[..., 4]  # displacement (0, 0): the channel sums of a
+    array([[[ 1.,  5.],
+            [ 9., 13.]]])
+
+    Stereo: displacements along x only, one-sided:
+
+    >>> v = fastcorr.correlation_volume(a, b, max_displacement=(0, 1), direction="x",
+    ...                                 normalize=False)
+    >>> v.shape
+    (1, 2, 2, 2)
+
+    Sizes: no padding, and a stride between output pixels:
+
+    >>> x = np.ones((1, 8, 8, 2), np.float32)
+    >>> fastcorr.correlation_volume(x, x, max_displacement=2, stride1=2, pad=0).shape
+    (1, 2, 2, 25)
+    >>> fastcorr.correlation_volume(x, x, max_displacement=2, kernel_size=3, stride1=2).shape
+    (1, 4, 4, 25)
     """
     params = _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize)
     call = VolumeCall("correlation_volume", a, b, backend, params)
@@ -316,11 +402,77 @@ def correlation_volume(a, b, *, max_displacement, kernel_size=1, stride1=1, stri
     return call.ex.deliver(_volume(call, out)[0], call.geo.out_shape, out)
 
 
-def correlation_volume_vjp(a, b, grad, *, max_displacement, kernel_size=1, stride1=1,
-                           stride2=1, pad=None, direction="2d", normalize=True, out=None,
-                           backend="auto"):
-    """(grad_a, grad_b): the gradients of sum(grad * correlation_volume(a, b, ...)), grad of
-    the volume's shape (or broadcasting to it). Both are gathers: no atomics, no races."""
+@overload
+def correlation_volume_vjp(a: NDArray[Any], b: NDArray[Any], grad: ArrayLike, *,
+                           max_displacement: MaxDisplacement, kernel_size: int = 1,
+                           stride1: int = 1, stride2: int = 1, pad: int | None = None,
+                           direction: Direction = "2d", normalize: bool = True,
+                           out: Sequence[FloatArray] | None = None, backend: Backend = "auto"
+                           ) -> tuple[FloatArray, FloatArray]: ...
+@overload
+def correlation_volume_vjp(a: Input, b: Input, grad: Input, *,
+                           max_displacement: MaxDisplacement, kernel_size: int = 1,
+                           stride1: int = 1, stride2: int = 1, pad: int | None = None,
+                           direction: Direction = "2d", normalize: bool = True,
+                           out: Sequence[Any] | None = None, backend: Backend = "auto"
+                           ) -> tuple[Any, Any]: ...
+@shared
+def correlation_volume_vjp(a: Input, b: Input, grad: Input, *,
+                           max_displacement: MaxDisplacement, kernel_size: int = 1,
+                           stride1: int = 1, stride2: int = 1, pad: int | None = None,
+                           direction: Direction = "2d", normalize: bool = True,
+                           out: Sequence[Any] | None = None, backend: Backend = "auto"
+                           ) -> tuple[Any, Any]:
+    """The gradients of ``sum(grad * correlation_volume(a, b, ...))`` in `a` and `b`.
+
+    The vector-Jacobian product of `correlation_volume`, the backward pass of a network
+    that uses it. Both gradients are gathers: each input pixel collects the upstream
+    gradient of every output and displacement that read it, so there are no atomics and no
+    races.
+
+    Parameters
+    ----------
+    {volume_a_b}
+    {volume_grad}
+    {volume_params}
+    {out_pair}
+    {backend}
+
+    Returns
+    -------
+    {grad_returns}
+
+    Raises
+    ------
+    {volume_raises}
+
+    See Also
+    --------
+    correlation_volume : the forward pass.
+
+    Notes
+    -----
+    {volume_formula}
+
+    {dtype}
+    {where}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastcorr
+    >>> a = np.arange(8.0).reshape(1, 2, 2, 2)
+    >>> b = np.ones((1, 2, 2, 2))
+    >>> grad = np.ones((1, 2, 2, 9))
+    >>> grad_a, grad_b = fastcorr.correlation_volume_vjp(a, b, grad, max_displacement=1,
+    ...                                                  normalize=False)
+    >>> grad_a[0, :, :, 0]  # each pixel meets the 4 pixels of b
+    array([[4., 4.],
+           [4., 4.]])
+    >>> grad_b[0, :, :, 0]  # each pixel of b meets every pixel of a: 0 + 2 + 4 + 6
+    array([[12., 12.],
+           [12., 12.]])
+    """
     params = _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize)
     call = VolumeCall("correlation_volume_vjp", a, b, backend, params)
     outs = call.ex.checked_pair(out, call.shapes)
@@ -330,26 +482,174 @@ def correlation_volume_vjp(a, b, grad, *, max_displacement, kernel_size=1, strid
     return _grads(call, _active(call, g), outs)[1:]
 
 
-def correlation_volume_loss(a, b, *, max_displacement, kernel_size=1, stride1=1, stride2=1,
-                            pad=None, direction="2d", normalize=True, reduction="sum",
-                            backend="auto"):
-    """0.5 * ||correlation_volume(a, b, ...)||**2, summed ("sum"), averaged over the volume's
-    elements ("mean"), or per element ("none"). "sum" and "mean" never store the volume of
-    kernel_size 1; above it, the kernel_size=1 volume over the pixels the windows read is a
-    scratch array, whose window sums are the volume."""
+@overload
+def correlation_volume_loss(a: NDArray[Any], b: NDArray[Any], *,
+                            max_displacement: MaxDisplacement, kernel_size: int = 1,
+                            stride1: int = 1, stride2: int = 1, pad: int | None = None,
+                            direction: Direction = "2d", normalize: bool = True,
+                            reduction: SumReduction = "sum", backend: Backend = "auto"
+                            ) -> np.floating[Any]: ...
+@overload
+def correlation_volume_loss(a: NDArray[Any], b: NDArray[Any], *,
+                            max_displacement: MaxDisplacement, kernel_size: int = 1,
+                            stride1: int = 1, stride2: int = 1, pad: int | None = None,
+                            direction: Direction = "2d", normalize: bool = True,
+                            reduction: Literal["none"], backend: Backend = "auto"
+                            ) -> FloatArray: ...
+@overload
+def correlation_volume_loss(a: Input, b: Input, *, max_displacement: MaxDisplacement,
+                            kernel_size: int = 1, stride1: int = 1, stride2: int = 1,
+                            pad: int | None = None, direction: Direction = "2d",
+                            normalize: bool = True, reduction: Reduction = "sum",
+                            backend: Backend = "auto") -> Any: ...
+@shared
+def correlation_volume_loss(a: Input, b: Input, *, max_displacement: MaxDisplacement,
+                            kernel_size: int = 1, stride1: int = 1, stride2: int = 1,
+                            pad: int | None = None, direction: Direction = "2d",
+                            normalize: bool = True, reduction: Reduction = "sum",
+                            backend: Backend = "auto") -> Any:
+    """The loss ``0.5 * ||correlation_volume(a, b, ...)||**2``.
+
+    Half the squared volume, summed ("sum"), averaged over the volume's elements ("mean"),
+    or per element ("none"). "sum" and "mean" never store the volume of kernel_size 1;
+    above it, the kernel_size=1 volume over the pixels the windows read is a scratch
+    array, whose window sums are the volume.
+
+    Parameters
+    ----------
+    {volume_a_b}
+    {volume_params}
+    {volume_reduction}
+    {backend}
+
+    Returns
+    -------
+    loss : scalar or array
+        For "sum" and "mean", a NumPy scalar of the result dtype (host inputs) or a 0-d
+        array of the inputs' library (device inputs: nothing waits for the GPU until
+        ``float(loss)``); for "none", an array of the volume's shape ``(N, Ho, Wo, D)``.
+
+    Raises
+    ------
+    {volume_raises}
+
+    See Also
+    --------
+    correlation_volume_loss_and_grad : the loss with its gradients, fused.
+
+    Notes
+    -----
+    {volume_formula}
+
+    {dtype}
+    {where}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastcorr
+    >>> a = np.arange(8.0).reshape(1, 2, 2, 2)
+    >>> b = np.ones((1, 2, 2, 2))
+    >>> fastcorr.correlation_volume_loss(a, b, max_displacement=1, normalize=False)
+    np.float64(552.0)
+    >>> v = fastcorr.correlation_volume(a, b, max_displacement=1, normalize=False)
+    >>> float(0.5 * (v**2).sum())
+    552.0
+    """
     params = _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize)
     call = VolumeCall("correlation_volume_loss", a, b, backend, params, reduction)
     return _loss(call, reduction, grads=False)
 
 
-def correlation_volume_loss_and_grad(a, b, *, max_displacement, kernel_size=1, stride1=1,
-                                     stride2=1, pad=None, direction="2d", normalize=True,
-                                     reduction="sum", out=None, backend="auto"):
-    """(loss, grad_a, grad_b) of correlation_volume_loss, fused. On the CPU with kernel_size
-    1, for "sum" and "mean", the volume is computed where the gradients need it and never
-    stored, so the memory is that of the inputs and the gradients only; it costs about one
-    more forward pass of compute. Otherwise (kernel_size above 1, or CUDA) each volume value
-    is computed once into a scratch volume, which the gradients then read."""
+@overload
+def correlation_volume_loss_and_grad(a: NDArray[Any], b: NDArray[Any], *,
+                                     max_displacement: MaxDisplacement, kernel_size: int = 1,
+                                     stride1: int = 1, stride2: int = 1,
+                                     pad: int | None = None, direction: Direction = "2d",
+                                     normalize: bool = True, reduction: SumReduction = "sum",
+                                     out: Sequence[FloatArray] | None = None,
+                                     backend: Backend = "auto"
+                                     ) -> tuple[np.floating[Any], FloatArray, FloatArray]: ...
+@overload
+def correlation_volume_loss_and_grad(a: NDArray[Any], b: NDArray[Any], *,
+                                     max_displacement: MaxDisplacement, kernel_size: int = 1,
+                                     stride1: int = 1, stride2: int = 1,
+                                     pad: int | None = None, direction: Direction = "2d",
+                                     normalize: bool = True, reduction: Literal["none"],
+                                     out: Sequence[FloatArray] | None = None,
+                                     backend: Backend = "auto"
+                                     ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def correlation_volume_loss_and_grad(a: Input, b: Input, *,
+                                     max_displacement: MaxDisplacement, kernel_size: int = 1,
+                                     stride1: int = 1, stride2: int = 1,
+                                     pad: int | None = None, direction: Direction = "2d",
+                                     normalize: bool = True, reduction: Reduction = "sum",
+                                     out: Sequence[Any] | None = None,
+                                     backend: Backend = "auto") -> tuple[Any, Any, Any]: ...
+@shared
+def correlation_volume_loss_and_grad(a: Input, b: Input, *,
+                                     max_displacement: MaxDisplacement, kernel_size: int = 1,
+                                     stride1: int = 1, stride2: int = 1,
+                                     pad: int | None = None, direction: Direction = "2d",
+                                     normalize: bool = True, reduction: Reduction = "sum",
+                                     out: Sequence[Any] | None = None,
+                                     backend: Backend = "auto") -> tuple[Any, Any, Any]:
+    """The loss of `correlation_volume_loss` and its gradients, ``(loss, grad_a, grad_b)``.
+
+    Fused. On the CPU with kernel_size 1, for "sum" and "mean", the volume is computed where
+    the gradients need it and never stored, so the memory is that of the inputs and the
+    gradients only; it costs about one more forward pass of compute. Otherwise (kernel_size
+    above 1, or CUDA) each volume value is computed once into a scratch volume, which the
+    gradients then read.
+
+    Parameters
+    ----------
+    {volume_a_b}
+    {volume_params}
+    {volume_reduction}
+    {out_pair}
+    {backend}
+
+    Returns
+    -------
+    loss : scalar or array
+        As `correlation_volume_loss` returns it.
+    {grad_returns}
+        They are the gradients of the sum of what `loss` is (of the mean for "mean", of the
+        sum of the per-element losses for "none"): the VJP with the volume (divided by its
+        number of elements for "mean") as the upstream gradient.
+
+    Raises
+    ------
+    {volume_raises}
+
+    See Also
+    --------
+    correlation_volume_loss : the loss alone.
+    correlation_volume_vjp : the gradients for any upstream gradient.
+
+    Notes
+    -----
+    {volume_formula}
+
+    {dtype}
+    {where}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastcorr
+    >>> a = np.arange(8.0).reshape(1, 2, 2, 2)
+    >>> b = np.ones((1, 2, 2, 2))
+    >>> loss, grad_a, grad_b = fastcorr.correlation_volume_loss_and_grad(
+    ...     a, b, max_displacement=1, normalize=False)
+    >>> loss
+    np.float64(552.0)
+    >>> grad_a[0, :, :, 0]
+    array([[ 4., 20.],
+           [36., 52.]])
+    """
     params = _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize)
     call = VolumeCall("correlation_volume_loss_and_grad", a, b, backend, params, reduction)
     return _loss(call, reduction, grads=True, out=out)

@@ -14,7 +14,10 @@ alone. A GPU's buffers are device arrays (`__cuda_array_interface__`) that fastc
 CUDA kernels read in place; that path is written for a GPU run and not yet tested on one.
 """
 
+from __future__ import annotations
+
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +27,12 @@ from jax.experimental.buffer_callback import buffer_callback
 import fastcorr
 
 from ._adapters import broadcast_dims, layout
+from ._docs import shared
+
+if TYPE_CHECKING:
+    from jax.typing import ArrayLike
+
+    from ._typing import Axis, Reduction
 
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
@@ -147,16 +156,150 @@ def _static_axis(axis):
     return axis if axis is None or isinstance(axis, int) else tuple(axis)
 
 
-def correlation(a, b, axis=-1, *, keepdims=False):
-    """sum(a * b, axis), differentiable in a and b (see fastcorr.correlation)."""
+@shared
+def correlation(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, keepdims: bool = False
+                ) -> jax.Array:
+    """The correlation ``sum(a * b, axis)``, differentiable in `a` and `b`.
+
+    A ``jax.custom_vjp`` whose forward pass is `fastcorr.correlation` and whose backward is
+    `fastcorr.correlation_vjp`, usable under ``jax.jit``, ``jax.grad`` and ``jax.vmap``.
+
+    Parameters
+    ----------
+    a, b : jax.Array or array_like
+        The inputs, broadcast against each other; fastcorr reads XLA's own CPU buffers in
+        place (``jax.experimental.buffer_callback``).
+    {axis}
+    {keepdims}
+
+    Returns
+    -------
+    jax.Array
+        The correlation, of ``jnp.result_type(a, b)``, without the reduced axes (kept as
+        length 1 if `keepdims`).
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError
+        For shapes that do not broadcast and axes out of range, when the call is traced.
+    jax.errors.JaxRuntimeError
+        For what fastcorr checks when it runs (`reduction`, dtypes), inside the callback:
+        JAX wraps fastcorr's ValueError or TypeError, whose message it shows.
+
+    See Also
+    --------
+    fastcorr.correlation : the NumPy-level function.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import fastcorr.jax as fj
+    >>> a = jnp.arange(6.0).reshape(2, 3)
+    >>> b = jnp.ones((2, 3))
+    >>> fj.correlation(a, b)
+    Array([ 3., 12.], dtype=float32)
+    """
     return _correlation(jnp.asarray(a), jnp.asarray(b), _static_axis(axis), keepdims)
 
 
-def corr_loss(a, b, axis=-1, *, reduction="sum"):
-    """0.5 * ||correlation(a, b, axis)||**2 (see fastcorr.corr_loss), differentiable."""
+@shared
+def corr_loss(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, reduction: Reduction = "sum"
+              ) -> jax.Array:
+    """The correlation loss ``0.5 * ||correlation(a, b, axis)||**2``, differentiable.
+
+    A ``jax.custom_vjp``. Differentiated, a summed loss runs fastcorr's fused
+    `fastcorr.corr_loss_and_grad` once, in the forward pass, writing the gradients into
+    XLA's buffers; the backward pass hands those buffers on as the cotangents, scaled in
+    place where the incoming gradient is not 1. Not differentiated, the loss is computed
+    alone.
+
+    Parameters
+    ----------
+    a, b : jax.Array or array_like
+        The inputs, broadcast against each other; fastcorr reads XLA's own CPU buffers in
+        place (``jax.experimental.buffer_callback``).
+    {axis}
+    {reduction}
+
+    Returns
+    -------
+    jax.Array
+        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError
+        For shapes that do not broadcast and axes out of range, when the call is traced.
+    jax.errors.JaxRuntimeError
+        For what fastcorr checks when it runs (`reduction`, dtypes), inside the callback:
+        JAX wraps fastcorr's ValueError or TypeError, whose message it shows.
+
+    See Also
+    --------
+    fastcorr.corr_loss, fastcorr.corr_loss_and_grad
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import fastcorr.jax as fj
+    >>> a = jnp.arange(6.0).reshape(2, 3)
+    >>> b = jnp.ones((2, 3))
+    >>> fj.corr_loss(a, b)
+    Array(76.5, dtype=float32)
+    >>> jax.grad(fj.corr_loss)(a, b)  # the correlation [3, 12] times b
+    Array([[ 3.,  3.,  3.],
+           [12., 12., 12.]], dtype=float32)
+    """
     return _loss(jnp.asarray(a), jnp.asarray(b), "corr_loss", _static_axis(axis), reduction)
 
 
-def product_loss(a, b, axis=-1, *, reduction="sum"):
-    """0.5 * ||a * b||**2 (see fastcorr.product_loss), differentiable."""
+@shared
+def product_loss(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, reduction: Reduction = "sum"
+                 ) -> jax.Array:
+    """The product loss ``0.5 * ||a * b||**2``, differentiable.
+
+    A ``jax.custom_vjp``. Differentiated, a summed loss runs fastcorr's fused
+    `fastcorr.product_loss_and_grad` once, in the forward pass; the backward pass hands its
+    gradients on, scaled in place where the incoming gradient is not 1. Not differentiated,
+    the loss is computed alone.
+
+    Parameters
+    ----------
+    a, b : jax.Array or array_like
+        The inputs, broadcast against each other; fastcorr reads XLA's own CPU buffers in
+        place (``jax.experimental.buffer_callback``).
+    {axis}
+    {reduction}
+
+    Returns
+    -------
+    jax.Array
+        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError
+        For shapes that do not broadcast and axes out of range, when the call is traced.
+    jax.errors.JaxRuntimeError
+        For what fastcorr checks when it runs (`reduction`, dtypes), inside the callback:
+        JAX wraps fastcorr's ValueError or TypeError, whose message it shows.
+
+    See Also
+    --------
+    fastcorr.product_loss, fastcorr.product_loss_and_grad
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import fastcorr.jax as fj
+    >>> a = jnp.arange(6.0).reshape(2, 3)
+    >>> b = jnp.full((2, 3), 2.0)
+    >>> fj.product_loss(a, b)
+    Array(110., dtype=float32)
+    >>> jax.grad(fj.product_loss)(a, b)  # a * b**2
+    Array([[ 0.,  4.,  8.],
+           [12., 16., 20.]], dtype=float32)
+    """
     return _loss(jnp.asarray(a), jnp.asarray(b), "product_loss", _static_axis(axis), reduction)

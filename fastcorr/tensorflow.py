@@ -11,12 +11,20 @@ The forward pass of a loss is fastcorr's fused loss-and-gradients; the backward 
 the kept gradients by the incoming one.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import tensorflow as tf
 
 import fastcorr
 
 from ._adapters import broadcast_dims, layout
+from ._docs import shared
+
+if TYPE_CHECKING:
+    from ._typing import Axis, Reduction
 
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
@@ -39,8 +47,48 @@ def _shapes(a, b, axis, keepdims=False):
     return layout(a.shape, b.shape, axis, keepdims)
 
 
-def correlation(a, b, axis=-1, *, keepdims=False):
-    """sum(a * b, axis), differentiable in a and b."""
+@shared
+def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> Any:
+    """The correlation ``sum(a * b, axis)``, differentiable in `a` and `b`.
+
+    A ``tf.custom_gradient`` whose forward pass is `fastcorr.correlation` and whose
+    backward is `fastcorr.correlation_vjp`, computed on the CPU through
+    ``tf.numpy_function``: eagerly, inside ``tf.function`` and in graph mode.
+
+    Parameters
+    ----------
+    a, b : tf.Tensor or array_like
+        The inputs, broadcast against each other, of one dtype.
+    {axis}
+    {keepdims}
+
+    Returns
+    -------
+    tf.Tensor
+        The correlation, of `a`'s dtype, without the reduced axes (kept as length 1 if
+        `keepdims`).
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError
+        For shapes that do not broadcast and axes out of range, when the op is built.
+    tf.errors.InvalidArgumentError
+        For what fastcorr checks when it runs (`reduction`, dtypes), inside
+        ``tf.numpy_function``, which wraps fastcorr's error and shows its message.
+
+    See Also
+    --------
+    fastcorr.correlation : the NumPy-level function.
+
+    Examples
+    --------
+    >>> import tensorflow as tf
+    >>> import fastcorr.tensorflow as ftf
+    >>> a = tf.reshape(tf.range(6.0), (2, 3))
+    >>> b = tf.ones((2, 3))
+    >>> ftf.correlation(a, b).numpy()
+    array([ 3., 12.], dtype=float32)
+    """
     axis = _static(axis)
 
     @tf.custom_gradient
@@ -93,11 +141,94 @@ def _sum_to(x, shape):
     return tf.reshape(tf.reduce_sum(x, axis=dims, keepdims=True), shape) if dims else x
 
 
-def corr_loss(a, b, axis=-1, *, reduction="sum"):
-    """0.5 * ||correlation(a, b, axis)||**2 (see fastcorr.corr_loss), differentiable."""
+@shared
+def corr_loss(a: Any, b: Any, axis: Axis = -1, *, reduction: Reduction = "sum") -> Any:
+    """The correlation loss ``0.5 * ||correlation(a, b, axis)||**2``, differentiable.
+
+    A ``tf.custom_gradient`` whose forward pass is fastcorr's fused
+    `fastcorr.corr_loss_and_grad`, on the CPU through ``tf.numpy_function``; the backward
+    pass scales the kept gradients by the incoming one.
+
+    Parameters
+    ----------
+    a, b : tf.Tensor or array_like
+        The inputs, broadcast against each other, of one dtype.
+    {axis}
+    {reduction}
+
+    Returns
+    -------
+    tf.Tensor
+        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError
+        For shapes that do not broadcast and axes out of range, when the op is built.
+    tf.errors.InvalidArgumentError
+        For what fastcorr checks when it runs (`reduction`, dtypes), inside
+        ``tf.numpy_function``, which wraps fastcorr's error and shows its message.
+
+    See Also
+    --------
+    fastcorr.corr_loss, fastcorr.corr_loss_and_grad
+
+    Examples
+    --------
+    >>> import tensorflow as tf
+    >>> import fastcorr.tensorflow as ftf
+    >>> a = tf.Variable(tf.reshape(tf.range(6.0), (2, 3)))
+    >>> b = tf.ones((2, 3))
+    >>> with tf.GradientTape() as tape:
+    ...     loss = ftf.corr_loss(a, b)
+    >>> float(loss)
+    76.5
+    >>> tape.gradient(loss, a).numpy()  # the correlation [3, 12] times b
+    array([[ 3.,  3.,  3.],
+           [12., 12., 12.]], dtype=float32)
+    """
     return _loss("corr_loss", a, b, axis, reduction)
 
 
-def product_loss(a, b, axis=-1, *, reduction="sum"):
-    """0.5 * ||a * b||**2 (see fastcorr.product_loss), differentiable."""
+@shared
+def product_loss(a: Any, b: Any, axis: Axis = -1, *, reduction: Reduction = "sum") -> Any:
+    """The product loss ``0.5 * ||a * b||**2``, differentiable.
+
+    A ``tf.custom_gradient`` whose forward pass is fastcorr's fused
+    `fastcorr.product_loss_and_grad`, on the CPU through ``tf.numpy_function``; the backward
+    pass scales the kept gradients by the incoming one.
+
+    Parameters
+    ----------
+    a, b : tf.Tensor or array_like
+        The inputs, broadcast against each other, of one dtype.
+    {axis}
+    {reduction}
+
+    Returns
+    -------
+    tf.Tensor
+        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError
+        For shapes that do not broadcast and axes out of range, when the op is built.
+    tf.errors.InvalidArgumentError
+        For what fastcorr checks when it runs (`reduction`, dtypes), inside
+        ``tf.numpy_function``, which wraps fastcorr's error and shows its message.
+
+    See Also
+    --------
+    fastcorr.product_loss, fastcorr.product_loss_and_grad
+
+    Examples
+    --------
+    >>> import tensorflow as tf
+    >>> import fastcorr.tensorflow as ftf
+    >>> a = tf.reshape(tf.range(6.0), (2, 3))
+    >>> b = tf.fill((2, 3), 2.0)
+    >>> float(ftf.product_loss(a, b))
+    110.0
+    """
     return _loss("product_loss", a, b, axis, reduction)

@@ -12,6 +12,10 @@ them for the backward, which scales them by the incoming gradient: one more elem
 instead of the framework's chain of products and sums.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
@@ -19,6 +23,10 @@ from torch.autograd.function import once_differentiable
 import fastcorr
 
 from ._adapters import broadcast_dims, layout
+from ._docs import shared
+
+if TYPE_CHECKING:
+    from ._typing import Axis, Reduction
 
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
@@ -131,18 +139,152 @@ def _unbroadcast(x, shape):
     return x.sum(dim=dims, keepdim=True).reshape(shape) if dims else x
 
 
-def correlation(a, b, axis=-1, *, keepdims=False):
-    """sum(a * b, axis), differentiable in a and b (see fastcorr.correlation)."""
+@shared
+def correlation(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *, keepdims: bool = False
+                ) -> torch.Tensor:
+    """The correlation ``sum(a * b, axis)``, differentiable in `a` and `b`.
+
+    A ``torch.autograd.Function``: the forward pass is `fastcorr.correlation`, the backward
+    `fastcorr.correlation_vjp` (once differentiable: a second derivative raises).
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        The inputs, broadcast against each other; CPU tensors are read as NumPy views, CUDA
+        tensors through ``__cuda_array_interface__`` on the current stream (no copies).
+        Either or both may require grad.
+    {axis}
+    {keepdims}
+
+    Returns
+    -------
+    torch.Tensor
+        The correlation, on the inputs' device, without the reduced axes (kept as length 1
+        if `keepdims`).
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError, TypeError
+        As `fastcorr.correlation` raises them.
+
+    See Also
+    --------
+    fastcorr.correlation : the NumPy-level function, for the dtype rules.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastcorr.torch as ft
+    >>> a = torch.arange(6.0).reshape(2, 3).requires_grad_()
+    >>> b = torch.ones(2, 3)
+    >>> c = ft.correlation(a, b)
+    >>> c
+    tensor([ 3., 12.], grad_fn=<...>)
+    >>> c.sum().backward()
+    >>> a.grad
+    tensor([[1., 1., 1.],
+            [1., 1., 1.]])
+    """
     return _Correlation.apply(a, b, axis, keepdims)
 
 
-def corr_loss(a, b, axis=-1, *, reduction="sum"):
-    """0.5 * ||correlation(a, b, axis)||**2 (see fastcorr.corr_loss), differentiable."""
+@shared
+def corr_loss(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *,
+              reduction: Reduction = "sum") -> torch.Tensor:
+    """The correlation loss ``0.5 * ||correlation(a, b, axis)||**2``, differentiable.
+
+    Where autograd will ask for gradients (grad mode on and an input that requires grad),
+    the forward pass is fastcorr's fused `fastcorr.corr_loss_and_grad`, whose gradients are
+    kept; the backward pass scales them by the incoming gradient (``loss.backward()`` uses
+    them as they are). Otherwise the loss is computed alone.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        The inputs, broadcast against each other; CPU tensors are read as NumPy views, CUDA
+        tensors through ``__cuda_array_interface__`` on the current stream (no copies).
+    {axis}
+    {reduction}
+
+    Returns
+    -------
+    torch.Tensor
+        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError, TypeError
+        As `fastcorr.corr_loss` raises them; the message names the fastcorr function that
+        ran (``corr_loss_and_grad`` where gradients are computed).
+
+    See Also
+    --------
+    fastcorr.corr_loss, fastcorr.corr_loss_and_grad
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastcorr.torch as ft
+    >>> a = torch.arange(6.0).reshape(2, 3).requires_grad_()
+    >>> b = torch.ones(2, 3)
+    >>> loss = ft.corr_loss(a, b)
+    >>> loss
+    tensor(76.5000, grad_fn=<...>)
+    >>> loss.backward()
+    >>> a.grad  # the correlation [3, 12] times b
+    tensor([[ 3.,  3.,  3.],
+            [12., 12., 12.]])
+    """
     return _loss(a, b, "corr_loss", axis, reduction)
 
 
-def product_loss(a, b, axis=-1, *, reduction="sum"):
-    """0.5 * ||a * b||**2 (see fastcorr.product_loss), differentiable."""
+@shared
+def product_loss(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *,
+                 reduction: Reduction = "sum") -> torch.Tensor:
+    """The product loss ``0.5 * ||a * b||**2``, differentiable.
+
+    Where autograd will ask for gradients (grad mode on and an input that requires grad),
+    the forward pass is fastcorr's fused `fastcorr.product_loss_and_grad`, whose gradients
+    are kept; the backward pass scales them by the incoming gradient. Otherwise the loss is
+    computed alone.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        The inputs, broadcast against each other; CPU tensors are read as NumPy views, CUDA
+        tensors through ``__cuda_array_interface__`` on the current stream (no copies).
+    {axis}
+    {reduction}
+
+    Returns
+    -------
+    torch.Tensor
+        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError, TypeError
+        As `fastcorr.product_loss` raises them; the message names the fastcorr function that
+        ran (``product_loss_and_grad`` where gradients are computed).
+
+    See Also
+    --------
+    fastcorr.product_loss, fastcorr.product_loss_and_grad
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastcorr.torch as ft
+    >>> a = torch.arange(6.0).reshape(2, 3).requires_grad_()
+    >>> b = torch.full((2, 3), 2.0)
+    >>> loss = ft.product_loss(a, b)
+    >>> loss
+    tensor(110., grad_fn=<...>)
+    >>> loss.backward()
+    >>> a.grad  # a * b**2
+    tensor([[ 0.,  4.,  8.],
+            [12., 16., 20.]])
+    """
     return _loss(a, b, "product_loss", axis, reduction)
 
 
