@@ -51,7 +51,7 @@ DIRECTIONS = ("2d", "x")
 _INT_MAX = (1 << 31) - 1
 
 
-def _int(func, name, value, least):
+def _int(func: str, name: str, value: Any, least: int) -> int:
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{func}: {name} must be an int, not {value!r}")
     try:
@@ -62,17 +62,17 @@ def _int(func, name, value, least):
         raise ValueError(f"{func}: {name} must be at least {least}; got {value}")
     if value > _INT_MAX:
         raise ValueError(f"{func}: {name} must be at most {_INT_MAX}; got {value}")
-    return value
+    return value  # type: ignore[no-any-return]
 
 
-def _inside(d0, step, n, size):
+def _inside(d0: Any, step: Any, n: Any, size: Any) -> Any:
     """[lo, hi): the k in [0, n) with |d0 + k*step| < size, displacements that can meet the
     image."""
     lo = min(n, max(0, (-size - d0) // step + 1))
     return lo, max(lo, min(n, -((d0 - size) // step)))
 
 
-def _meeting(size, kr, o0, s1, n):
+def _meeting(size: Any, kr: Any, o0: Any, s1: Any, n: Any) -> Any:
     """[lo, hi): the outputs, centred on o0 + o*s1, whose window of radius kr meets
     [0, size)."""
     lo = min(n, max(0, -((o0 + kr) // s1)))  # the first with o0 + o*s1 + kr >= 0
@@ -87,11 +87,11 @@ class Geometry:
     __slots__ = ("out_shape", "scale", "split", "crop", "kernel", "active_split",
                  "active_shape", "dense", "dense_shape", "box")
 
-    def cropped(self, x):
+    def cropped(self, x: Any) -> Any:
         """The part of a volume-shaped array (or shadow) that the kernels compute: a view."""
         return x if self.crop is None else x.reshape(self.split)[self.crop]
 
-    def grad_target(self, func, shape):
+    def grad_target(self, func: str, shape: Any) -> Any:
         """The volume's shape, where a grad of `shape` broadcasts to it."""
         try:
             if broadcast_shapes(tuple(shape), self.out_shape) == self.out_shape:
@@ -101,8 +101,8 @@ class Geometry:
         raise ValueError(f"{func}: grad has shape {tuple(shape)}; expected the volume's shape "
                          f"{self.out_shape} or one that broadcasts to it")
 
-    def __init__(self, func, shape, max_displacement, kernel_size, stride1, stride2, pad,
-                 direction, normalize):
+    def __init__(self, func: str, shape: Any, max_displacement: Any, kernel_size: Any,
+                 stride1: Any, stride2: Any, pad: Any, direction: Any, normalize: Any) -> None:
         if len(shape) != 4:
             raise ValueError(f"{func}: a and b must be 4-D NHWC arrays (batch, height, width, "
                              f"channels); got shape {shape}")
@@ -166,7 +166,7 @@ class Geometry:
         self.scale = 1.0 / norm if normalize and norm else 1.0
         self._windows(H, W)
 
-    def _windows(self, H, W):
+    def _windows(self, H: Any, W: Any) -> Any:
         """Where windows overlap (1 < kernel_size, stride1 < kernel_size), the volume is the
         window sum of the kernel_size=1 volume: `dense`, that volume over every pixel some
         window reads (dense_shape), and `box`, the windows in its coordinates. Each pixel's
@@ -188,14 +188,16 @@ class VolumeCall(Call):
     messages, dtype rules and executors) whose shape is that of two NHWC arrays and whose
     kernels take a Geometry."""
 
-    def __init__(self, func, a, b, backend, params, reduction=NO_REDUCTION):
+    def __init__(self, func: str, a: Any, b: Any, backend: Any, params: Any,
+                 reduction: Any = NO_REDUCTION) -> None:
         if is_dask_array(a) or is_dask_array(b):
             raise TypeError(f"{func}: Dask arrays are not supported here yet; apply it to "
                             "each block with dask.array.map_overlap, or compute the inputs")
         self.params = params
-        super().__init__(func, a, b, params, backend, reduction)
+        super().__init__(  # type: ignore[no-untyped-call]
+            func, a, b, params, backend, reduction)
 
-    def arrange(self, params):
+    def arrange(self, params: Any) -> Any:
         shape, other = self.shapes
         if shape != other:
             raise ValueError(f"{self.func}: a has shape {shape} and b {other}; the cost volume "
@@ -204,7 +206,7 @@ class VolumeCall(Call):
         return None
 
 
-def _forward(call, vol, total):
+def _forward(call: Any, vol: Any, total: Any) -> Any:
     """vol <- the volume in the kernels' box (unless None), total[0] += sum(0.5*volume**2):
     directly, or as window sums of the dense kernel_size=1 volume (Geometry._windows)."""
     ex, geo = call.ex, call.geo
@@ -217,7 +219,7 @@ def _forward(call, vol, total):
     ex.run("volume_box", dense, vol, geo.box, geo.scale, total)
 
 
-def _volume(call, out=None, store=True):
+def _volume(call: Any, out: Any = None, store: Any = True) -> Any:
     """(the volume in the compute dtype, in out where it can be; the loss total). The kernels
     compute the box of outputs and displacements that meet the image (geo.kernel); the rest
     are zeros."""
@@ -237,13 +239,13 @@ def _volume(call, out=None, store=True):
     return vol, total
 
 
-def _active(call, g):
+def _active(call: Any, g: Any) -> Any:
     """The part of a volume-shaped g that the kernels read, C-ordered, compute dtype."""
     geo = call.geo
     return call.ex.contiguous(call.ex.view(g, geo.cropped)).reshape(geo.active_shape)
 
 
-def _grads(call, g, outs, weight=1.0):
+def _grads(call: Any, g: Any, outs: Any, weight: Any = 1.0) -> Any:
     """(loss total, grad_a, grad_b): the gradients of weight * sum(g * volume), g in the
     kernels' box; with g None, those of weight * 0.5*||volume||**2, whose sum is the total.
 
@@ -268,7 +270,7 @@ def _grads(call, g, outs, weight=1.0):
     return (total, *(ex.deliver(x, call.shape, o) for x, o in zip((ga, gb), outs)))
 
 
-def _reference(call, name, *args, outs=None, **kw):
+def _reference(call: Any, name: Any, *args: Any, outs: Any = None, **kw: Any) -> Any:
     """fastcorr.reference.<name> on the host executor's operands, delivered."""
     ex = call.ex
     res = getattr(reference, name)(ex.a, ex.b, *args, **call.params, **kw)
@@ -277,7 +279,7 @@ def _reference(call, name, *args, outs=None, **kw):
     return results(ex, res[0], res[1:], outs, call.shapes) if outs else results(ex, res)
 
 
-def _loss(call, reduction, grads, out=None):
+def _loss(call: Any, reduction: Any, grads: Any, out: Any = None) -> Any:
     ex, geo = call.ex, call.geo
     outs = ex.checked_pair(out, call.shapes) if grads else None
     if call.backend == "reference":
@@ -296,7 +298,8 @@ def _loss(call, reduction, grads, out=None):
     return ex.loss(total, divisor), ga, gb
 
 
-def _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize):
+def _params(max_displacement: Any, kernel_size: Any, stride1: Any, stride2: Any, pad: Any,
+            direction: Any, normalize: Any) -> Any:
     return dict(max_displacement=max_displacement, kernel_size=kernel_size, stride1=stride1,
                 stride2=stride2, pad=pad, direction=direction, normalize=normalize)
 
@@ -478,8 +481,9 @@ def correlation_volume_vjp(a: Input, b: Input, grad: Input, *,
     outs = call.ex.checked_pair(out, call.shapes)
     g = call.ex.upstream(grad, lambda shape: call.geo.grad_target(call.func, shape))
     if call.backend == "reference":
-        return _reference(call, "correlation_volume_vjp", g.astype(call.dtype), outs=outs)
-    return _grads(call, _active(call, g), outs)[1:]
+        return _reference(  # type: ignore[no-any-return]
+            call, "correlation_volume_vjp", g.astype(call.dtype), outs=outs)
+    return _grads(call, _active(call, g), outs)[1:]  # type: ignore[no-any-return]
 
 
 @overload
@@ -652,4 +656,4 @@ def correlation_volume_loss_and_grad(a: Input, b: Input, *,
     """
     params = _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize)
     call = VolumeCall("correlation_volume_loss_and_grad", a, b, backend, params, reduction)
-    return _loss(call, reduction, grads=True, out=out)
+    return _loss(call, reduction, grads=True, out=out)  # type: ignore[no-any-return]

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
 
-def _array(buf):
+def _array(buf: Any) -> Any:
     """An XLA buffer as what fastcorr computes on: a NumPy view of the CPU's, or a GPU's
     itself (a CUDA array, which NumPy cannot view)."""
     try:
@@ -46,22 +46,22 @@ def _array(buf):
         return buf
 
 
-def _call(fn, result, *args, aliases=None):
+def _call(fn: Any, result: Any, *args: Any, aliases: Any = None) -> Any:
     """fn(*inputs, out) on XLA's buffers: it writes its results into out (one array, or a
     tuple of them), in place; `aliases` maps inputs to the outputs that are their buffers.
     vmap runs it once an item: fastcorr's axes are those of one."""
-    def callback(ctx, out, *bufs):
+    def callback(ctx: Any, out: Any, *bufs: Any) -> Any:
         out = tuple(map(_array, out)) if isinstance(out, (tuple, list)) else _array(out)
         fn(*map(_array, bufs), out)
     return buffer_callback(callback, result, vmap_method="sequential",
                            input_output_aliases=aliases)(*args)
 
 
-def _struct(shape, dtype):
-    return jax.ShapeDtypeStruct(shape, dtype)
+def _struct(shape: Any, dtype: Any) -> Any:
+    return jax.ShapeDtypeStruct(shape, dtype)  # type: ignore[no-untyped-call]
 
 
-def _put(out, value):
+def _put(out: Any, value: Any) -> Any:
     """A scalar loss written into a 0-d output buffer."""
     np.asarray(out)[...] = value
 
@@ -70,22 +70,22 @@ def _put(out, value):
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _correlation(a, b, axis, keepdims):
+def _correlation(a: Any, b: Any, axis: Any, keepdims: Any) -> Any:
     _, _, shape = layout(a.shape, b.shape, axis, keepdims)
     return _call(lambda x, y, out: fastcorr.correlation(x, y, axis, keepdims=keepdims, out=out),
                  _struct(shape, jnp.result_type(a, b)), a, b)
 
 
-def _correlation_fwd(a, b, axis, keepdims):
+def _correlation_fwd(a: Any, b: Any, axis: Any, keepdims: Any) -> Any:
     return _correlation(a, b, axis, keepdims), (a, b)
 
 
-def _correlation_bwd(axis, keepdims, res, g):
+def _correlation_bwd(axis: Any, keepdims: Any, res: Any, g: Any) -> Any:
     a, b = res
     return _vjp(a, b, g, axis)
 
 
-def _vjp(a, b, g, axis):
+def _vjp(a: Any, b: Any, g: Any, axis: Any) -> Any:
     return _call(lambda x, y, w, out: fastcorr.correlation_vjp(x, y, w, axis, out=out),
                  (_struct(a.shape, a.dtype), _struct(b.shape, b.dtype)), a, b, g)
 
@@ -97,7 +97,7 @@ _correlation.defvjp(_correlation_fwd, _correlation_bwd)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _loss(a, b, op, axis, reduction):
+def _loss(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
     _, _, per = layout(a.shape, b.shape, axis)
     dtype = jnp.result_type(a, b)
     if reduction == "none":
@@ -108,11 +108,11 @@ def _loss(a, b, op, axis, reduction):
                  _struct((), dtype), a, b)
 
 
-def _loss_fwd(a, b, op, axis, reduction):
+def _loss_fwd(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
     if reduction == "none":
         return _loss(a, b, op, axis, reduction), (a, b)
     # the fused pass: the loss, and the gradients of the summed loss kept for the backward
-    def fused(x, y, out):
+    def fused(x: Any, y: Any, out: Any) -> Any:
         _put(out[0], getattr(fastcorr, op + "_and_grad")(x, y, axis, reduction=reduction,
                                                          out=out[1:])[0])
     loss, ga, gb = _call(fused, (_struct((), jnp.result_type(a, b)),
@@ -120,7 +120,7 @@ def _loss_fwd(a, b, op, axis, reduction):
     return loss, (a, b, ga, gb)
 
 
-def _scale(ga, gb, w, out):
+def _scale(ga: Any, gb: Any, w: Any, out: Any) -> Any:
     """out (the buffers of ga and gb) *= w, in place; nothing to do for w == 1, which is
     what value_and_grad and grad of the loss itself give."""
     w = float(np.asarray(w))
@@ -129,7 +129,7 @@ def _scale(ga, gb, w, out):
             o *= w
 
 
-def _loss_bwd(op, axis, reduction, res, g):
+def _loss_bwd(op: Any, axis: Any, reduction: Any, res: Any, g: Any) -> Any:
     a, b = res[:2]
     if reduction != "none":  # the kept gradients, scaled in their own buffers
         ga, gb = res[2:]
@@ -144,7 +144,7 @@ def _loss_bwd(op, axis, reduction, res, g):
     return _sum_to(p * b, a.shape), _sum_to(p * a, b.shape)
 
 
-def _sum_to(x, shape):
+def _sum_to(x: Any, shape: Any) -> Any:
     dims = broadcast_dims(x.shape, shape)
     return jnp.sum(x, axis=dims, keepdims=True).reshape(shape) if dims else x
 
@@ -152,7 +152,7 @@ def _sum_to(x, shape):
 _loss.defvjp(_loss_fwd, _loss_bwd)
 
 
-def _static_axis(axis):
+def _static_axis(axis: Any) -> Any:
     return axis if axis is None or isinstance(axis, int) else tuple(axis)
 
 
@@ -199,7 +199,8 @@ def correlation(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, keepdims: bool =
     >>> fj.correlation(a, b)
     Array([ 3., 12.], dtype=float32)
     """
-    return _correlation(jnp.asarray(a), jnp.asarray(b), _static_axis(axis), keepdims)
+    out: jax.Array = _correlation(jnp.asarray(a), jnp.asarray(b), _static_axis(axis), keepdims)
+    return out
 
 
 @shared
@@ -251,7 +252,9 @@ def corr_loss(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, reduction: Reducti
     Array([[ 3.,  3.,  3.],
            [12., 12., 12.]], dtype=float32)
     """
-    return _loss(jnp.asarray(a), jnp.asarray(b), "corr_loss", _static_axis(axis), reduction)
+    out: jax.Array = _loss(jnp.asarray(a), jnp.asarray(b), "corr_loss", _static_axis(axis),
+                           reduction)
+    return out
 
 
 @shared
@@ -302,4 +305,6 @@ def product_loss(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, reduction: Redu
     Array([[ 0.,  4.,  8.],
            [12., 16., 20.]], dtype=float32)
     """
-    return _loss(jnp.asarray(a), jnp.asarray(b), "product_loss", _static_axis(axis), reduction)
+    out: jax.Array = _loss(jnp.asarray(a), jnp.asarray(b), "product_loss", _static_axis(axis),
+                           reduction)
+    return out

@@ -29,13 +29,13 @@ if TYPE_CHECKING:
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
 
-def _static(axis):
+def _static(axis: Any) -> Any:
     return axis if axis is None or isinstance(axis, int) else tuple(axis)
 
 
-def _call(f, inputs, dtypes):
+def _call(f: Any, inputs: Any, dtypes: Any) -> Any:
     """f on NumPy arrays of the inputs, as a TensorFlow op."""
-    def run(*args):
+    def run(*args: Any) -> Any:
         out = f(*args)
         out = out if isinstance(out, tuple) else (out,)
         return [np.asarray(x, d.as_numpy_dtype) for x, d in zip(out, dtypes)]
@@ -43,7 +43,7 @@ def _call(f, inputs, dtypes):
     return list(out) if isinstance(out, (list, tuple)) else [out]  # eagerly: one tensor
 
 
-def _shapes(a, b, axis, keepdims=False):
+def _shapes(a: Any, b: Any, axis: Any, keepdims: Any = False) -> Any:
     return layout(a.shape, b.shape, axis, keepdims)
 
 
@@ -91,14 +91,15 @@ def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> A
     """
     axis = _static(axis)
 
-    @tf.custom_gradient
-    def f(a, b):
+    # TensorFlow has no annotations: its decorator is untyped
+    @tf.custom_gradient  # type: ignore[untyped-decorator]
+    def f(a: Any, b: Any) -> Any:
         _, _, out = _shapes(a, b, axis, keepdims)
         (corr,) = _call(lambda x, y: fastcorr.correlation(x, y, axis, keepdims=keepdims),
                         [a, b], [a.dtype])
         corr = tf.ensure_shape(corr, out)
 
-        def grad(g):
+        def grad(g: Any) -> Any:
             ga, gb = _call(lambda x, y, w: fastcorr.correlation_vjp(x, y, w, axis),
                            [a, b, g], [a.dtype, b.dtype])
             return tf.ensure_shape(ga, a.shape), tf.ensure_shape(gb, b.shape)
@@ -106,11 +107,12 @@ def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> A
     return f(tf.convert_to_tensor(a), tf.convert_to_tensor(b))
 
 
-def _loss(op, a, b, axis, reduction):
+def _loss(op: Any, a: Any, b: Any, axis: Any, reduction: Any) -> Any:
     axis = _static(axis)
 
-    @tf.custom_gradient
-    def f(a, b):
+    # TensorFlow has no annotations: its decorator is untyped
+    @tf.custom_gradient  # type: ignore[untyped-decorator]
+    def f(a: Any, b: Any) -> Any:
         shape, axes, per = _shapes(a, b, axis)
         loss, ga, gb = _call(
             lambda x, y: getattr(fastcorr, op + "_and_grad")(x, y, axis, reduction=reduction),
@@ -118,7 +120,7 @@ def _loss(op, a, b, axis, reduction):
         loss = tf.ensure_shape(loss, per if reduction == "none" else ())
         ga, gb = tf.ensure_shape(ga, a.shape), tf.ensure_shape(gb, b.shape)
 
-        def grad(g):
+        def grad(g: Any) -> Any:
             if reduction != "none":
                 return g * ga, g * gb
             g = tf.reshape(g, [1 if i in axes else n for i, n in enumerate(shape)])
@@ -136,7 +138,7 @@ def _loss(op, a, b, axis, reduction):
     return f(tf.convert_to_tensor(a), tf.convert_to_tensor(b))
 
 
-def _sum_to(x, shape):
+def _sum_to(x: Any, shape: Any) -> Any:
     dims = list(broadcast_dims(tuple(x.shape), shape))
     return tf.reshape(tf.reduce_sum(x, axis=dims, keepdims=True), shape) if dims else x
 

@@ -31,13 +31,13 @@ if TYPE_CHECKING:
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
 
-def _arr(t):
+def _arr(t: Any) -> Any:
     """A tensor as what fastcorr reads in place: itself on CUDA, a NumPy view on the CPU."""
     t = t.detach()
     return t if t.is_cuda else t.numpy()
 
 
-def _tensor(x, like):
+def _tensor(x: Any, like: Any) -> Any:
     """A fastcorr result as a tensor on like's device (no copy where there is one)."""
     if isinstance(x, torch.Tensor):
         return x
@@ -46,7 +46,7 @@ def _tensor(x, like):
     return torch.as_tensor(x, device=like.device)  # a NumPy scalar loss
 
 
-def _expand(g, ndim, axes):
+def _expand(g: Any, ndim: Any, axes: Any) -> Any:
     """An upstream gradient per position, with the reduced axes put back as size 1."""
     if g.ndim == 0:
         return g
@@ -63,18 +63,18 @@ def _expand(g, ndim, axes):
 
 class _Correlation(torch.autograd.Function):
     @staticmethod
-    def forward(a, b, axis, keepdims):
+    def forward(a: Any, b: Any, axis: Any, keepdims: Any) -> Any:
         return _tensor(fastcorr.correlation(_arr(a), _arr(b), axis, keepdims=keepdims), a)
 
     @staticmethod
-    def setup_context(ctx, inputs, output):
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> Any:
         a, b, axis, _ = inputs
         ctx.save_for_backward(a, b)
         ctx.axis = axis
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g):
+    def backward(ctx: Any, g: Any) -> Any:
         a, b = ctx.saved_tensors
         ga, gb = fastcorr.correlation_vjp(_arr(a), _arr(b), _arr(g.contiguous()), ctx.axis)
         want_a, want_b = ctx.needs_input_grad[:2]
@@ -88,7 +88,7 @@ class _Loss(torch.autograd.Function):
     weighted before they are summed: then the backward computes them from a and b)."""
 
     @staticmethod
-    def forward(a, b, op, axis, reduction, grads):
+    def forward(a: Any, b: Any, op: Any, axis: Any, reduction: Any, grads: Any) -> Any:
         weighted = reduction == "none" and a.shape != b.shape
         if not grads or weighted:
             loss = getattr(fastcorr, op)(_arr(a), _arr(b), axis, reduction=reduction)
@@ -98,7 +98,7 @@ class _Loss(torch.autograd.Function):
         return _tensor(loss, a), _tensor(ga, a), _tensor(gb, b)
 
     @staticmethod
-    def setup_context(ctx, inputs, output):
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> Any:
         a, b, op, axis, reduction, _ = inputs
         _, ga, gb = output
         ctx.mark_non_differentiable(ga, gb)
@@ -109,7 +109,7 @@ class _Loss(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g, _ga, _gb):
+    def backward(ctx: Any, g: Any, _ga: Any, _gb: Any) -> Any:
         want_a, want_b = ctx.needs_input_grad[:2]
         x, y = ctx.saved_tensors
         g = _expand(g, max(x.ndim, y.ndim), ctx.axes)
@@ -122,7 +122,7 @@ class _Loss(torch.autograd.Function):
         return ga if want_a else None, gb if want_b else None, None, None, None, None
 
 
-def _weighted(ctx, a, b, g):
+def _weighted(ctx: Any, a: Any, b: Any, g: Any) -> Any:
     """The gradients of sum(g * per-position loss) for broadcast a and b."""
     if ctx.op == "corr_loss":
         corr = _tensor(fastcorr.correlation(_arr(a), _arr(b), ctx.axis, keepdims=True), a)
@@ -133,7 +133,7 @@ def _weighted(ctx, a, b, g):
     return _unbroadcast(p * b, a.shape), _unbroadcast(p * a, b.shape)
 
 
-def _unbroadcast(x, shape):
+def _unbroadcast(x: Any, shape: Any) -> Any:
     """x summed over the axes broadcasting added or stretched, back to `shape`."""
     dims = broadcast_dims(x.shape, shape)
     return x.sum(dim=dims, keepdim=True).reshape(shape) if dims else x
@@ -185,7 +185,9 @@ def correlation(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *, keepdims: 
     tensor([[1., 1., 1.],
             [1., 1., 1.]])
     """
-    return _Correlation.apply(a, b, axis, keepdims)
+    out: torch.Tensor = _Correlation.apply(  # type: ignore[no-untyped-call]
+        a, b, axis, keepdims)
+    return out
 
 
 @shared
@@ -288,7 +290,10 @@ def product_loss(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *,
     return _loss(a, b, "product_loss", axis, reduction)
 
 
-def _loss(a, b, op, axis, reduction):
+def _loss(a: torch.Tensor, b: torch.Tensor, op: str, axis: Axis, reduction: Reduction
+          ) -> torch.Tensor:
     # the gradients come from the fused pass only where autograd will ask for them
     grads = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
-    return _Loss.apply(a, b, op, axis, reduction, grads)[0]
+    out: torch.Tensor = _Loss.apply(  # type: ignore[no-untyped-call]
+        a, b, op, axis, reduction, grads)[0]
+    return out

@@ -33,7 +33,7 @@ def max_threads() -> int:
     """The most threads a call may use: NUMBA_NUM_THREADS (by default the CPU count)."""
     from numba.core import config  # here: `import fastcorr` does not import Numba
 
-    return config.NUMBA_NUM_THREADS  # type: ignore[no-any-return]
+    return config.NUMBA_NUM_THREADS  # type: ignore[attr-defined, no-any-return]
 
 
 _default: int | None = None  # set_num_threads; None: max_threads()
