@@ -7,18 +7,33 @@ NumPy input with backend="cuda"). Both offer the same primitives on the (P, R, Q
 below reads as one flow. backend="reference" returns early with `fastcorr.reference`'s N-D
 formulation; broadcast operands much larger than the inputs run in blocks (`_blocks`); Dask
 arrays go to `_dask`, which builds a graph of these same functions.
+
+The public signatures are typed (`fastcorr._typing`): NumPy arrays in give NumPy types out
+(the first overloads); anything else (CUDA device arrays, Dask arrays, array-likes) gives Any.
+Their docstrings share fragments (`fastcorr._docs`).
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
 from . import _blocks, reference
 from ._call import Call, results
+from ._docs import shared
 from ._validate import is_dask_array
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+    from ._typing import Axis, Backend, CudaArray, FloatArray, Input, Reduction, SumReduction
 
 _F64 = np.dtype(np.float64)
 
 
-def _lazy(*xs):
+def _lazy(*xs: object) -> bool:
     """Whether any input is a Dask array. NumPy inputs are answered first: this runs on
     every call, small ones included."""
     if all(type(x) is np.ndarray or x is None for x in xs):
@@ -26,7 +41,7 @@ def _lazy(*xs):
     return any(is_dask_array(x) for x in xs)
 
 
-def _on_dask(name, a, b, axis, **kw):
+def _on_dask(name: str, a: Input, b: Input, axis: Axis, **kw: Any) -> Any:
     """fastcorr.<name> on Dask arrays: a graph of these same functions, chunk by chunk."""
     from . import _dask
 
@@ -36,11 +51,74 @@ def _on_dask(name, a, b, axis, **kw):
 # --------------------------------------------------------------------------- public functions
 
 
-def correlation(a, b, axis=-1, *, keepdims=False, out=None, backend="auto"):
-    """sum(a * b, axis), as numpy.vecdot, with the reduced axes kept as size 1 when keepdims."""
+@overload
+def correlation(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *, keepdims: bool = False,
+                out: FloatArray | None = None, backend: Backend = "auto") -> FloatArray: ...
+@overload
+def correlation(a: Input, b: Input, axis: Axis = -1, *, keepdims: bool = False,
+                out: NDArray[Any] | CudaArray | None = None, backend: Backend = "auto"
+                ) -> Any: ...
+@shared
+def correlation(a: Input, b: Input, axis: Axis = -1, *, keepdims: bool = False,
+                out: NDArray[Any] | CudaArray | None = None, backend: Backend = "auto"
+                ) -> Any:
+    """The correlation of `a` and `b`: ``sum(a * b, axis)``, fused.
+
+    The products are summed as they are formed, without the array of products NumPy's
+    ``np.sum(a * b, axis)`` holds; for real inputs this is ``numpy.vecdot`` along any axis
+    or axes. On the CPU the sums are compensated: a sum's error is that of 64 terms at any
+    length (CUDA sums in float64).
+
+    Parameters
+    ----------
+    {a_b}
+    {axis}
+    {keepdims}
+    {out}
+    {backend}
+
+    Returns
+    -------
+    corr : ndarray or device array
+        ``sum(a * b, axis)``, in the broadcast shape of `a` and `b` without the reduced axes
+        (kept as length 1 if `keepdims`); `out` where given.
+
+    Raises
+    ------
+    {raises}
+
+    See Also
+    --------
+    correlation_vjp : the gradients of ``sum(grad * correlation(a, b, axis))``.
+    fastcorr.reference.correlation : the plain-NumPy formulation.
+
+    Notes
+    -----
+    {dtype}
+    {where}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastcorr
+    >>> a = np.arange(6.0).reshape(2, 3)
+    >>> b = np.ones((2, 3))
+    >>> fastcorr.correlation(a, b)
+    array([ 3., 12.])
+    >>> fastcorr.correlation(a, b, axis=0)
+    array([3., 5., 7.])
+    >>> fastcorr.correlation(a, b, keepdims=True)
+    array([[ 3.],
+           [12.]])
+
+    Python scalars broadcast and are weak, as in NumPy 2:
+
+    >>> fastcorr.correlation(a.astype(np.float32), 2.0)
+    array([ 6., 24.], dtype=float32)
+    """
     key = _key("correlation", a, b, axis, backend, out, keepdims)
     plan = _PLANS.get(key)
-    if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:
+    if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:  # type: ignore
         return plan(a, b)
     if _lazy(a, b):
         return _on_dask("correlation", a, b, axis, keepdims=keepdims, out=out, backend=backend)
@@ -59,17 +137,76 @@ def correlation(a, b, axis=-1, *, keepdims=False, out=None, backend="auto"):
     return ex.deliver(work, shape, out)
 
 
-def correlation_vjp(a, b, grad, axis=-1, *, out=None, backend="auto"):
-    """Gradients (grad * b, grad * a) of sum(grad * correlation(a, b, axis)) with respect to
-    a and b, in their shapes. grad has the shape of the correlation (keepdims or not)."""
+@overload
+def correlation_vjp(a: NDArray[Any], b: NDArray[Any], grad: ArrayLike, axis: Axis = -1, *,
+                    out: Sequence[FloatArray] | None = None, backend: Backend = "auto"
+                    ) -> tuple[FloatArray, FloatArray]: ...
+@overload
+def correlation_vjp(a: Input, b: Input, grad: Input, axis: Axis = -1, *,
+                    out: Sequence[Any] | None = None, backend: Backend = "auto"
+                    ) -> tuple[Any, Any]: ...
+@shared
+def correlation_vjp(a: Input, b: Input, grad: Input, axis: Axis = -1, *,
+                    out: Sequence[Any] | None = None, backend: Backend = "auto"
+                    ) -> tuple[Any, Any]:
+    """The gradients of ``sum(grad * correlation(a, b, axis))``: ``(grad * b, grad * a)``.
+
+    The vector-Jacobian product of `correlation`, the backward pass of a network that uses
+    it: `grad` is broadcast back along the reduced axes and multiplied by the other input,
+    and each gradient is summed back over the axes along which its input was broadcast.
+    Both gradients are written in one pass over `a` and `b`.
+
+    Parameters
+    ----------
+    {a_b}
+    {grad}
+    {axis}
+    {out_pair}
+    {backend}
+
+    Returns
+    -------
+    {grad_returns}
+
+    Raises
+    ------
+    {raises}
+
+    See Also
+    --------
+    correlation : the forward pass.
+
+    Notes
+    -----
+    With ``c = correlation(a, b, axis, keepdims=True)`` and `grad` of its shape,
+    ``grad_a = grad * b`` and ``grad_b = grad * a``, each summed back to its input's shape.
+
+    {dtype}
+    {where}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastcorr
+    >>> a = np.arange(6.0).reshape(2, 3)
+    >>> b = np.ones((2, 3))
+    >>> grad_a, grad_b = fastcorr.correlation_vjp(a, b, np.array([1.0, 2.0]))
+    >>> grad_a
+    array([[1., 1., 1.],
+           [2., 2., 2.]])
+    >>> grad_b
+    array([[ 0.,  1.,  2.],
+           [ 6.,  8., 10.]])
+    """
     key = _key("correlation_vjp", a, b, axis, backend, out)
     if key is not None and type(grad) is np.ndarray:
         key += (grad.shape, grad.dtype)
         plan = _PLANS.get(key)
-        if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:
-            return plan(a, b, grad)
+        if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:  # type: ignore
+            return plan(a, b, grad)  # type: ignore[no-any-return]
     if _lazy(a, b, grad):
-        return _on_dask("correlation_vjp", a, b, axis, grad=grad, out=out, backend=backend)
+        return _on_dask(  # type: ignore[no-any-return]
+            "correlation_vjp", a, b, axis, grad=grad, out=out, backend=backend)
     call = Call("correlation_vjp", a, b, axis, backend)
     lay, ex = call.layout, call.ex
     outs = ex.checked_pair(out, call.shapes)
@@ -88,12 +225,13 @@ def correlation_vjp(a, b, grad, axis=-1, *, out=None, backend="auto"):
     return tuple(ex.deliver_grad(x, s, o) for x, s, o in zip((ga, gb), call.shapes, outs))
 
 
-def _loss(func, op, a, b, axis, reduction, backend, out=None, grads=False, plan=None):
+def _loss(func: str, op: str, a: Input, b: Input, axis: Axis, reduction: Reduction,
+          backend: Backend, out: Any = None, grads: bool = False, plan: Any = None) -> Any:
     """corr_loss or product_loss (op), with the gradients where grads; a small call's plan
     is kept under the key `plan` (see _loss_and_grad)."""
     call = Call(func, a, b, axis, backend, reduction)
     lay, ex = call.layout, call.ex
-    outs = ex.checked_pair(out, call.shapes) if grads else None
+    outs: Any = ex.checked_pair(out, call.shapes) if grads else None
     if call.backend == "reference":
         res = getattr(reference, op + "_and_grad" if grads else op)(ex.a, ex.b, call.axes,
                                                                     reduction)
@@ -124,27 +262,279 @@ def _loss(func, op, a, b, axis, reduction, backend, out=None, grads=False, plan=
     return (loss, *(ex.deliver_grad(x, s, o) for x, s, o in zip((ga, gb), call.shapes, outs)))
 
 
-def corr_loss(a, b, axis=-1, *, reduction="sum", backend="auto"):
-    """0.5 * ||correlation(a, b, axis)||**2: summed, averaged over positions, or per position."""
+@overload
+def corr_loss(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
+              reduction: SumReduction = "sum", backend: Backend = "auto") -> np.floating[Any]: ...
+@overload
+def corr_loss(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
+              reduction: Literal["none"], backend: Backend = "auto") -> FloatArray: ...
+@overload
+def corr_loss(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "sum",
+              backend: Backend = "auto") -> Any: ...
+@shared
+def corr_loss(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "sum",
+              backend: Backend = "auto") -> Any:
+    """The correlation loss ``0.5 * ||correlation(a, b, axis)||**2``.
+
+    Half the squared correlation at each position (each index of the axes that are not
+    reduced), summed, averaged or returned per position. The correlation is never stored:
+    each position's loss is accumulated as it is computed, in float64.
+
+    Parameters
+    ----------
+    {a_b}
+    {axis}
+    {reduction}
+    {backend}
+
+    Returns
+    -------
+    {loss_returns}
+
+    Raises
+    ------
+    {raises}
+
+    See Also
+    --------
+    corr_loss_and_grad : the loss with its gradients, in one fused pass.
+
+    Notes
+    -----
+    With ``c = sum(a * b, axis)``: ``0.5 * sum(c**2)`` ("sum"), that divided by ``c.size``
+    ("mean"), or ``0.5 * c**2`` ("none").
+
+    {dtype}
+    {where}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastcorr
+    >>> a = np.arange(6.0).reshape(2, 3)
+    >>> b = np.ones((2, 3))
+    >>> fastcorr.corr_loss(a, b)  # correlation [3, 12]: 0.5 * (9 + 144)
+    np.float64(76.5)
+    >>> fastcorr.corr_loss(a, b, reduction="mean")
+    np.float64(38.25)
+    >>> fastcorr.corr_loss(a, b, reduction="none")
+    array([ 4.5, 72. ])
+    """
     return _loss_and_grad("corr_loss", a, b, axis, reduction, None, backend)
 
 
-def corr_loss_and_grad(a, b, axis=-1, *, reduction="sum", out=None, backend="auto"):
-    """(corr_loss, grad_a, grad_b) in one fused pass; grad_a = corr * b, grad_b = corr * a."""
-    return _loss_and_grad("corr_loss_and_grad", a, b, axis, reduction, out, backend)
+@overload
+def corr_loss_and_grad(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
+                       reduction: SumReduction = "sum", out: Sequence[FloatArray] | None = None,
+                       backend: Backend = "auto"
+                       ) -> tuple[np.floating[Any], FloatArray, FloatArray]: ...
+@overload
+def corr_loss_and_grad(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
+                       reduction: Literal["none"], out: Sequence[FloatArray] | None = None,
+                       backend: Backend = "auto") -> tuple[FloatArray, FloatArray, FloatArray]:
+    ...
+@overload
+def corr_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "sum",
+                       out: Sequence[Any] | None = None, backend: Backend = "auto"
+                       ) -> tuple[Any, Any, Any]: ...
+@shared
+def corr_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "sum",
+                       out: Sequence[Any] | None = None, backend: Backend = "auto"
+                       ) -> tuple[Any, Any, Any]:
+    """The correlation loss and its gradients, ``(loss, corr * b, corr * a)``, fused.
+
+    One pass reads `a` and `b` once, writes both gradients once and accumulates the loss on
+    the way: four array passes, the memory-traffic floor, where computing the correlation,
+    the loss and the two gradients separately reads and writes each array again.
+
+    Parameters
+    ----------
+    {a_b}
+    {axis}
+    {reduction}
+    {out_pair}
+    {backend}
+
+    Returns
+    -------
+    {loss_returns}
+    {grad_returns}
+        They are the gradients of the sum of what `loss` is (of the mean for "mean", of the
+        sum of the per-position losses for "none").
+
+    Raises
+    ------
+    {raises}
+
+    See Also
+    --------
+    corr_loss : the loss alone.
+
+    Notes
+    -----
+    With ``c = sum(a * b, axis, keepdims=True)``: the loss is as in `corr_loss`,
+    ``grad_a = c * b`` and ``grad_b = c * a`` (divided by the number of positions for
+    "mean"), each summed back to its input's shape.
+
+    {dtype}
+    {where}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastcorr
+    >>> a = np.arange(6.0).reshape(2, 3)
+    >>> b = np.ones((2, 3))
+    >>> loss, grad_a, grad_b = fastcorr.corr_loss_and_grad(a, b)
+    >>> loss
+    np.float64(76.5)
+    >>> grad_a  # the correlation [3, 12] times b
+    array([[ 3.,  3.,  3.],
+           [12., 12., 12.]])
+    >>> grad_b  # the correlation times a
+    array([[ 0.,  3.,  6.],
+           [36., 48., 60.]])
+    """
+    return _loss_and_grad(  # type: ignore[no-any-return]
+        "corr_loss_and_grad", a, b, axis, reduction, out, backend)
 
 
-def product_loss(a, b, axis=-1, *, reduction="sum", backend="auto"):
-    """0.5 * ||a * b||**2, summed along axis per position, then reduced over positions."""
+@overload
+def product_loss(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
+                 reduction: SumReduction = "sum", backend: Backend = "auto"
+                 ) -> np.floating[Any]: ...
+@overload
+def product_loss(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
+                 reduction: Literal["none"], backend: Backend = "auto") -> FloatArray: ...
+@overload
+def product_loss(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "sum",
+                 backend: Backend = "auto") -> Any: ...
+@shared
+def product_loss(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "sum",
+                 backend: Backend = "auto") -> Any:
+    """The product loss ``0.5 * ||a * b||**2``, per correlation position.
+
+    Half the squared products, summed along `axis` at each position (each index of the axes
+    that are not reduced), then summed, averaged or returned per position. The products are
+    never stored; the loss is accumulated in float64.
+
+    Parameters
+    ----------
+    {a_b}
+    {axis}
+    {reduction}
+    {backend}
+
+    Returns
+    -------
+    {loss_returns}
+
+    Raises
+    ------
+    {raises}
+
+    See Also
+    --------
+    product_loss_and_grad : the loss with its gradients, in one fused pass.
+
+    Notes
+    -----
+    With ``p = 0.5 * sum((a * b)**2, axis)``: ``sum(p)`` ("sum"), that divided by ``p.size``
+    ("mean"), or ``p`` ("none").
+
+    {dtype}
+    {where}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastcorr
+    >>> a = np.arange(6.0).reshape(2, 3)
+    >>> b = np.ones((2, 3))
+    >>> fastcorr.product_loss(a, b)  # 0.5 * (0 + 1 + 4 + 9 + 16 + 25)
+    np.float64(27.5)
+    >>> fastcorr.product_loss(a, b, reduction="none")
+    array([ 2.5, 25. ])
+    """
     return _loss_and_grad("product_loss", a, b, axis, reduction, None, backend)
 
 
-def product_loss_and_grad(a, b, axis=-1, *, reduction="sum", out=None, backend="auto"):
-    """(product_loss, grad_a, grad_b) in one fused pass; grad_a = a*b**2, grad_b = a**2*b."""
-    return _loss_and_grad("product_loss_and_grad", a, b, axis, reduction, out, backend)
+@overload
+def product_loss_and_grad(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
+                          reduction: SumReduction = "sum",
+                          out: Sequence[FloatArray] | None = None, backend: Backend = "auto"
+                          ) -> tuple[np.floating[Any], FloatArray, FloatArray]: ...
+@overload
+def product_loss_and_grad(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
+                          reduction: Literal["none"], out: Sequence[FloatArray] | None = None,
+                          backend: Backend = "auto"
+                          ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def product_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *,
+                          reduction: Reduction = "sum", out: Sequence[Any] | None = None,
+                          backend: Backend = "auto") -> tuple[Any, Any, Any]: ...
+@shared
+def product_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *,
+                          reduction: Reduction = "sum", out: Sequence[Any] | None = None,
+                          backend: Backend = "auto") -> tuple[Any, Any, Any]:
+    """The product loss and its gradients, ``(loss, a * b**2, a**2 * b)``, fused.
+
+    One pass reads `a` and `b` once, writes both gradients once and accumulates the loss on
+    the way: four array passes, the memory-traffic floor.
+
+    Parameters
+    ----------
+    {a_b}
+    {axis}
+    {reduction}
+    {out_pair}
+    {backend}
+
+    Returns
+    -------
+    {loss_returns}
+    {grad_returns}
+        They are the gradients of the sum of what `loss` is (of the mean for "mean", of the
+        sum of the per-position losses for "none").
+
+    Raises
+    ------
+    {raises}
+
+    See Also
+    --------
+    product_loss : the loss alone.
+
+    Notes
+    -----
+    The loss is as in `product_loss`; ``grad_a = a * b**2`` and ``grad_b = a**2 * b``
+    (divided by the number of positions for "mean"), each summed back to its input's shape.
+
+    {dtype}
+    {where}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastcorr
+    >>> a = np.arange(6.0).reshape(2, 3)
+    >>> b = np.full((2, 3), 2.0)
+    >>> loss, grad_a, grad_b = fastcorr.product_loss_and_grad(a, b)
+    >>> loss  # 0.5 * 4 * (0 + 1 + 4 + 9 + 16 + 25)
+    np.float64(110.0)
+    >>> grad_a  # a * b**2
+    array([[ 0.,  4.,  8.],
+           [12., 16., 20.]])
+    >>> grad_b  # a**2 * b
+    array([[ 0.,  2.,  8.],
+           [18., 32., 50.]])
+    """
+    return _loss_and_grad(  # type: ignore[no-any-return]
+        "product_loss_and_grad", a, b, axis, reduction, out, backend)
 
 
-def _loss_and_grad(func, a, b, axis, reduction, out, backend):
+def _loss_and_grad(func: str, a: Any, b: Any, axis: Axis, reduction: Reduction, out: Any,
+                   backend: Backend) -> Any:
     """Either loss (func), with its gradients where func ends in _and_grad."""
     key = _key(func, a, b, axis, backend, out, reduction)
     plan = _PLANS.get(key)
@@ -165,11 +555,12 @@ def _loss_and_grad(func, a, b, axis, reduction, out, backend):
 # compare equal but validate differently (1.0 and True beside 1, str subclasses) never find
 # one: an outcome never depends on what ran before.
 
-_PLANS = {}
+_PLANS: dict[tuple[Any, ...] | None, Callable[..., Any]] = {}
 _PLAN_MAX = 1 << 15  # elements: above this the call is long enough that planning is noise
 
 
-def _key(func, a, b, axis, backend, out, arg=""):
+def _key(func: str, a: Any, b: Any, axis: Axis, backend: Backend, out: Any,
+         arg: str | bool = "") -> tuple[Any, ...] | None:
     """The plan key of a call, or None where no plan may serve it; arg: keepdims or
     reduction."""
     if (out is None and type(a) is np.ndarray and type(b) is np.ndarray and type(axis) is int
@@ -178,7 +569,8 @@ def _key(func, a, b, axis, backend, out, arg=""):
     return None
 
 
-def _remember(key, call, shape=None):
+def _remember(key: tuple[Any, ...] | None, call: Call, shape: tuple[int, ...] | None = None
+              ) -> None:
     """Keep, under `key`, a plan for the call just made, where its operands were the
     caller's own C-ordered arrays of one shape and its layout needs no transposition (the
     plan reshapes them to (P, R, Q))."""
@@ -195,12 +587,12 @@ def _remember(key, call, shape=None):
     full = lay.shape
 
     if func == "correlation":
-        def plan(a, b):
+        def plan(a: Any, b: Any) -> Any:
             out = np.empty((P, Q), dtype)
             run(a.reshape(kshape), b.reshape(kshape), out)
             return out.reshape(shape)
     elif func == "correlation_vjp":
-        def plan(a, b, g):
+        def plan(a: Any, b: Any, g: Any) -> Any:  # type: ignore[misc]
             ga, gb = np.empty(kshape, dtype), np.empty(kshape, dtype)
             run(a.reshape(kshape), b.reshape(kshape),
                 np.ascontiguousarray(g, _F64).reshape(P, Q), ga, gb)
@@ -210,7 +602,7 @@ def _remember(key, call, shape=None):
         grads = func.endswith("_and_grad")
         none = np.empty((1,) * (len(kshape) - 1) + (0,), dtype)  # no gradients wanted
 
-        def plan(a, b):
+        def plan(a: Any, b: Any) -> Any:
             ga, gb = (np.empty(kshape, dtype), np.empty(kshape, dtype)) if grads else (none,
                                                                                      none)
             loss = run(a.reshape(kshape), b.reshape(kshape), ga, gb)
@@ -222,5 +614,6 @@ def _remember(key, call, shape=None):
     _PLANS[key] = plan
 
 
-PUBLIC = {f.__name__: f for f in (correlation, correlation_vjp, corr_loss, corr_loss_and_grad,
-                                  product_loss, product_loss_and_grad)}
+PUBLIC: dict[str, Callable[..., Any]] = {
+    f.__name__: f for f in (correlation, correlation_vjp, corr_loss, corr_loss_and_grad,
+                            product_loss, product_loss_and_grad)}

@@ -30,7 +30,8 @@ from ._validate import (
     same_device,
 )
 
-_SIMULATOR = bool(config.ENABLE_CUDASIM)
+# numba's stubs lack the attribute that numba.config sets at run time
+_SIMULATOR = bool(config.ENABLE_CUDASIM)  # type: ignore[attr-defined]
 _F64 = np.dtype(np.float64)
 
 

@@ -8,11 +8,17 @@ outputs of the same size, as CuPy's and PyTorch's memory pools do. A returned ar
 written again by fastcorr: its buffer comes back only when nothing refers to it any more.
 """
 
+from __future__ import annotations
+
 import math
 import os
 import threading
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike, NDArray
 
 MIN_BYTES = 1 << 20  # smaller arrays come from the allocator, whose free lists reuse them
 
@@ -23,35 +29,72 @@ class _Lease:
 
     __slots__ = ("__array_interface__", "buf", "pool")
 
-    def __init__(self, buf, shape, dtype, pool):
+    def __init__(self, buf: NDArray[np.uint8], shape: tuple[int, ...], dtype: np.dtype[Any],
+                 pool: OutputPool) -> None:
         self.buf, self.pool = buf, pool
         self.__array_interface__ = {"shape": shape, "typestr": dtype.str, "version": 3,
                                     "data": (buf.ctypes.data, False)}
 
-    def __del__(self):
+    def __del__(self) -> None:
         self.pool.give_back(self.buf)
 
 
 class OutputPool:
     """The buffers of fastcorr's large outputs, kept for reuse once the caller drops them.
 
-    limit: the bytes it may keep (default 1 GiB; the longest unused go first); 0 keeps
-    nothing, so that every output is fresh memory. held: the bytes it keeps now. free():
-    releases them all to the operating system."""
+    ``fastcorr.output_pool`` is the one instance. A large new NumPy array is fresh memory
+    whose pages the operating system zeroes on first touch, which costs as much as a fused
+    loss's kernel; so fastcorr keeps the buffers of the host arrays it returned (1 MiB and
+    more) once every view of them is dropped, and hands them out again for the next call's
+    outputs of the same size, as CuPy's and PyTorch's pools do. A returned array is never
+    written again by fastcorr.
 
-    def __init__(self, limit=1 << 30):
+    Parameters
+    ----------
+    limit : int, optional
+        The bytes it may keep (default 1 GiB).
+
+    Attributes
+    ----------
+    limit : int
+        The bytes it may keep; the longest unused buffers go first. 0 keeps nothing, so that
+        every output is fresh memory.
+    held : int
+        The bytes it keeps now (read-only).
+
+    Examples
+    --------
+    >>> import fastcorr
+    >>> pool = fastcorr.output_pool
+    >>> saved = pool.limit
+    >>> pool.limit = 0  # off: every output is fresh memory
+    >>> pool.free() >= 0  # releases what it kept, and says how many bytes
+    True
+    >>> pool.held
+    0
+    >>> pool.limit = saved
+    """
+
+    def __init__(self, limit: int = 1 << 30) -> None:
         self.limit = limit
-        self._kept = {}  # id -> buffer, longest unused first
-        self._by_size = {}  # nbytes -> ids, most recently returned last
+        self._kept: dict[int, NDArray[np.uint8]] = {}  # id -> buffer, longest unused first
+        self._by_size: dict[int, list[int]] = {}  # nbytes -> ids, most recently returned last
         self._held = 0
         self._lock = threading.Lock()
 
     @property
-    def held(self):
+    def held(self) -> int:
+        """The bytes kept now."""
         return self._held
 
-    def free(self):
-        """Release every kept buffer; returns the bytes released."""
+    def free(self) -> int:
+        """Release every kept buffer to the operating system.
+
+        Returns
+        -------
+        int
+            The bytes released.
+        """
         with self._lock:
             released = self._held
             self._kept.clear()
@@ -59,7 +102,7 @@ class OutputPool:
             self._held = 0
         return released
 
-    def empty(self, shape, dtype):
+    def empty(self, shape: tuple[int, ...], dtype: DTypeLike) -> NDArray[Any]:
         """np.empty(shape, dtype), in a kept buffer of the size where one is free."""
         dtype = np.dtype(dtype)
         nbytes = math.prod(shape) * dtype.itemsize
@@ -75,7 +118,7 @@ class OutputPool:
             buf = np.empty(nbytes, np.uint8)
         return np.asarray(_Lease(buf, tuple(shape), dtype, self))
 
-    def give_back(self, buf):
+    def give_back(self, buf: NDArray[np.uint8]) -> None:
         with self._lock:
             if buf.nbytes > self.limit:
                 return
@@ -88,7 +131,7 @@ class OutputPool:
                 self._by_size[gone.nbytes].remove(old)
                 self._held -= gone.nbytes
 
-    def _after_fork_in_child(self):
+    def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()  # another thread may have held it at the fork
 
 

@@ -10,17 +10,37 @@ CorrelationCost; `Geometry` turns the parameters into the named integers the ker
 
 The four functions run on the executors of the six others (fastcorr._api: the same checks,
 messages and dtype rules); backend="reference" returns early with fastcorr.reference.
+Their signatures are typed as fastcorr._api's, and their docstrings share its fragments.
 """
+
+from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
 from . import reference
 from ._call import Call, results
+from ._docs import shared
 from ._kernels.volume_index import VolumeGeometry
 from ._validate import NO_REDUCTION, broadcast_shapes, check_choice, is_dask_array
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+    from ._typing import (
+        Backend,
+        CudaArray,
+        Direction,
+        FloatArray,
+        Input,
+        MaxDisplacement,
+        Reduction,
+        SumReduction,
+    )
 
 _F64 = np.dtype(np.float64)
 DIRECTIONS = ("2d", "x")
@@ -31,7 +51,7 @@ DIRECTIONS = ("2d", "x")
 _INT_MAX = (1 << 31) - 1
 
 
-def _int(func, name, value, least):
+def _int(func: str, name: str, value: Any, least: int) -> int:
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{func}: {name} must be an int, not {value!r}")
     try:
@@ -42,17 +62,17 @@ def _int(func, name, value, least):
         raise ValueError(f"{func}: {name} must be at least {least}; got {value}")
     if value > _INT_MAX:
         raise ValueError(f"{func}: {name} must be at most {_INT_MAX}; got {value}")
-    return value
+    return value  # type: ignore[no-any-return]
 
 
-def _inside(d0, step, n, size):
+def _inside(d0: Any, step: Any, n: Any, size: Any) -> Any:
     """[lo, hi): the k in [0, n) with |d0 + k*step| < size, displacements that can meet the
     image."""
     lo = min(n, max(0, (-size - d0) // step + 1))
     return lo, max(lo, min(n, -((d0 - size) // step)))
 
 
-def _meeting(size, kr, o0, s1, n):
+def _meeting(size: Any, kr: Any, o0: Any, s1: Any, n: Any) -> Any:
     """[lo, hi): the outputs, centred on o0 + o*s1, whose window of radius kr meets
     [0, size)."""
     lo = min(n, max(0, -((o0 + kr) // s1)))  # the first with o0 + o*s1 + kr >= 0
@@ -67,11 +87,11 @@ class Geometry:
     __slots__ = ("out_shape", "scale", "split", "crop", "kernel", "active_split",
                  "active_shape", "dense", "dense_shape", "box")
 
-    def cropped(self, x):
+    def cropped(self, x: Any) -> Any:
         """The part of a volume-shaped array (or shadow) that the kernels compute: a view."""
         return x if self.crop is None else x.reshape(self.split)[self.crop]
 
-    def grad_target(self, func, shape):
+    def grad_target(self, func: str, shape: Any) -> Any:
         """The volume's shape, where a grad of `shape` broadcasts to it."""
         try:
             if broadcast_shapes(tuple(shape), self.out_shape) == self.out_shape:
@@ -81,8 +101,8 @@ class Geometry:
         raise ValueError(f"{func}: grad has shape {tuple(shape)}; expected the volume's shape "
                          f"{self.out_shape} or one that broadcasts to it")
 
-    def __init__(self, func, shape, max_displacement, kernel_size, stride1, stride2, pad,
-                 direction, normalize):
+    def __init__(self, func: str, shape: Any, max_displacement: Any, kernel_size: Any,
+                 stride1: Any, stride2: Any, pad: Any, direction: Any, normalize: Any) -> None:
         if len(shape) != 4:
             raise ValueError(f"{func}: a and b must be 4-D NHWC arrays (batch, height, width, "
                              f"channels); got shape {shape}")
@@ -146,7 +166,7 @@ class Geometry:
         self.scale = 1.0 / norm if normalize and norm else 1.0
         self._windows(H, W)
 
-    def _windows(self, H, W):
+    def _windows(self, H: Any, W: Any) -> Any:
         """Where windows overlap (1 < kernel_size, stride1 < kernel_size), the volume is the
         window sum of the kernel_size=1 volume: `dense`, that volume over every pixel some
         window reads (dense_shape), and `box`, the windows in its coordinates. Each pixel's
@@ -168,14 +188,16 @@ class VolumeCall(Call):
     messages, dtype rules and executors) whose shape is that of two NHWC arrays and whose
     kernels take a Geometry."""
 
-    def __init__(self, func, a, b, backend, params, reduction=NO_REDUCTION):
+    def __init__(self, func: str, a: Any, b: Any, backend: Any, params: Any,
+                 reduction: Any = NO_REDUCTION) -> None:
         if is_dask_array(a) or is_dask_array(b):
             raise TypeError(f"{func}: Dask arrays are not supported here yet; apply it to "
                             "each block with dask.array.map_overlap, or compute the inputs")
         self.params = params
-        super().__init__(func, a, b, params, backend, reduction)
+        super().__init__(  # type: ignore[no-untyped-call]
+            func, a, b, params, backend, reduction)
 
-    def arrange(self, params):
+    def arrange(self, params: Any) -> Any:
         shape, other = self.shapes
         if shape != other:
             raise ValueError(f"{self.func}: a has shape {shape} and b {other}; the cost volume "
@@ -184,7 +206,7 @@ class VolumeCall(Call):
         return None
 
 
-def _forward(call, vol, total):
+def _forward(call: Any, vol: Any, total: Any) -> Any:
     """vol <- the volume in the kernels' box (unless None), total[0] += sum(0.5*volume**2):
     directly, or as window sums of the dense kernel_size=1 volume (Geometry._windows)."""
     ex, geo = call.ex, call.geo
@@ -197,7 +219,7 @@ def _forward(call, vol, total):
     ex.run("volume_box", dense, vol, geo.box, geo.scale, total)
 
 
-def _volume(call, out=None, store=True):
+def _volume(call: Any, out: Any = None, store: Any = True) -> Any:
     """(the volume in the compute dtype, in out where it can be; the loss total). The kernels
     compute the box of outputs and displacements that meet the image (geo.kernel); the rest
     are zeros."""
@@ -217,13 +239,13 @@ def _volume(call, out=None, store=True):
     return vol, total
 
 
-def _active(call, g):
+def _active(call: Any, g: Any) -> Any:
     """The part of a volume-shaped g that the kernels read, C-ordered, compute dtype."""
     geo = call.geo
     return call.ex.contiguous(call.ex.view(g, geo.cropped)).reshape(geo.active_shape)
 
 
-def _grads(call, g, outs, weight=1.0):
+def _grads(call: Any, g: Any, outs: Any, weight: Any = 1.0) -> Any:
     """(loss total, grad_a, grad_b): the gradients of weight * sum(g * volume), g in the
     kernels' box; with g None, those of weight * 0.5*||volume||**2, whose sum is the total.
 
@@ -248,7 +270,7 @@ def _grads(call, g, outs, weight=1.0):
     return (total, *(ex.deliver(x, call.shape, o) for x, o in zip((ga, gb), outs)))
 
 
-def _reference(call, name, *args, outs=None, **kw):
+def _reference(call: Any, name: Any, *args: Any, outs: Any = None, **kw: Any) -> Any:
     """fastcorr.reference.<name> on the host executor's operands, delivered."""
     ex = call.ex
     res = getattr(reference, name)(ex.a, ex.b, *args, **call.params, **kw)
@@ -257,7 +279,7 @@ def _reference(call, name, *args, outs=None, **kw):
     return results(ex, res[0], res[1:], outs, call.shapes) if outs else results(ex, res)
 
 
-def _loss(call, reduction, grads, out=None):
+def _loss(call: Any, reduction: Any, grads: Any, out: Any = None) -> Any:
     ex, geo = call.ex, call.geo
     outs = ex.checked_pair(out, call.shapes) if grads else None
     if call.backend == "reference":
@@ -276,7 +298,8 @@ def _loss(call, reduction, grads, out=None):
     return ex.loss(total, divisor), ga, gb
 
 
-def _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize):
+def _params(max_displacement: Any, kernel_size: Any, stride1: Any, stride2: Any, pad: Any,
+            direction: Any, normalize: Any) -> Any:
     return dict(max_displacement=max_displacement, kernel_size=kernel_size, stride1=stride1,
                 stride2=stride2, pad=pad, direction=direction, normalize=normalize)
 
@@ -284,28 +307,94 @@ def _params(max_displacement, kernel_size, stride1, stride2, pad, direction, nor
 # --------------------------------------------------------------------------- public functions
 
 
-def correlation_volume(a, b, *, max_displacement, kernel_size=1, stride1=1, stride2=1, pad=None,
-                       direction="2d", normalize=True, out=None, backend="auto"):
-    """The cost volume of two NHWC arrays: for each output pixel, the correlation of a window
-    of `a` with the same window of `b` displaced by each of a grid of displacements.
+@overload
+def correlation_volume(a: NDArray[Any], b: NDArray[Any], *, max_displacement: MaxDisplacement,
+                       kernel_size: int = 1, stride1: int = 1, stride2: int = 1,
+                       pad: int | None = None, direction: Direction = "2d",
+                       normalize: bool = True, out: FloatArray | None = None,
+                       backend: Backend = "auto") -> FloatArray: ...
+@overload
+def correlation_volume(a: Input, b: Input, *, max_displacement: MaxDisplacement,
+                       kernel_size: int = 1, stride1: int = 1, stride2: int = 1,
+                       pad: int | None = None, direction: Direction = "2d",
+                       normalize: bool = True, out: NDArray[Any] | CudaArray | None = None,
+                       backend: Backend = "auto") -> Any: ...
+@shared
+def correlation_volume(a: Input, b: Input, *, max_displacement: MaxDisplacement,
+                       kernel_size: int = 1, stride1: int = 1, stride2: int = 1,
+                       pad: int | None = None, direction: Direction = "2d",
+                       normalize: bool = True, out: NDArray[Any] | CudaArray | None = None,
+                       backend: Backend = "auto") -> Any:
+    """The cost volume of two NHWC arrays: the correlation of `a` with `b` displaced.
 
-    Returns an (N, Ho, Wo, D) array, displacement channels last, dy the slow index:
-    out[n, y, x, k] = scale * sum over the kernel window (j, i) and channels c of
-    a[n, cy + j, cx + i, c] * b[n, cy + j + dy_k, cx + i + dx_k, c], reads outside the image
-    zero, scale = 1 / (kernel_size**2 * C) if normalize else 1.
+    For each output pixel, the correlation of a window of `a` with the same window of `b`
+    displaced by each of a grid of displacements, one output channel per displacement: the
+    correlation layer of FlowNetC, DispNetC and PWC-Net, and TensorFlow Addons'
+    CorrelationCost, in NHWC.
 
-    max_displacement: int r (displacements -r..r in steps of stride2, as CorrelationCost,
-        whose grid has r // stride2 steps either way), or a (lo, hi) pair of displacements:
-        lo, lo + stride2, ... up to hi, for a one-sided range such as stereo disparities.
-    kernel_size: odd window size; stride1: step between output pixels; stride2: step between
-        displacements.
-    pad: zero padding on each side (default: the border, max displacement + kernel_size // 2,
-        which gives ceil(H / stride1) x ceil(W / stride1) outputs). Output size, as in
-        CorrelationCost: Ho = ceil((H + 2*pad - 2*border) / stride1), each output centred on
-        input pixel border - pad + y*stride1.
-    direction: "2d" (optical flow: D = n**2 displacements) or "x" (stereo: displacements,
-        padding and border along x only, D = n; the height keeps a border of the kernel radius
-        and no padding).
+    Parameters
+    ----------
+    {volume_a_b}
+    {volume_params}
+    {out}
+    {backend}
+
+    Returns
+    -------
+    volume : ndarray or device array, shape (N, Ho, Wo, D)
+        The cost volume, displacement channels last (`out` where given), of the result
+        dtype.
+
+    Raises
+    ------
+    {volume_raises}
+
+    See Also
+    --------
+    correlation_volume_vjp : its gradients, for an upstream gradient.
+    correlation_volume_loss_and_grad : ``0.5 * ||volume||**2`` and its gradients, fused.
+    fastcorr.reference.correlation_volume : the plain-NumPy formulation.
+
+    Notes
+    -----
+    {volume_formula}
+
+    Windows above kernel_size 1 that overlap are not recomputed: the kernel_size=1 volume
+    over the pixels the windows read is computed once into a scratch array, and the windows
+    are its window sums.
+
+    {dtype}
+    {where}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastcorr
+    >>> a = np.arange(8.0).reshape(1, 2, 2, 2)
+    >>> b = np.ones((1, 2, 2, 2))
+    >>> v = fastcorr.correlation_volume(a, b, max_displacement=1, normalize=False)
+    >>> v.shape  # 3 x 3 displacements; the default pad keeps the 2 x 2 size
+    (1, 2, 2, 9)
+    >>> v[0, 0, 0]  # pixel (0, 0): the displacements (dy, dx) that stay inside the image
+    array([0., 0., 0., 0., 1., 1., 0., 1., 1.])
+    >>> v[..., 4]  # displacement (0, 0): the channel sums of a
+    array([[[ 1.,  5.],
+            [ 9., 13.]]])
+
+    Stereo: displacements along x only, one-sided:
+
+    >>> v = fastcorr.correlation_volume(a, b, max_displacement=(0, 1), direction="x",
+    ...                                 normalize=False)
+    >>> v.shape
+    (1, 2, 2, 2)
+
+    Sizes: no padding, and a stride between output pixels:
+
+    >>> x = np.ones((1, 8, 8, 2), np.float32)
+    >>> fastcorr.correlation_volume(x, x, max_displacement=2, stride1=2, pad=0).shape
+    (1, 2, 2, 25)
+    >>> fastcorr.correlation_volume(x, x, max_displacement=2, kernel_size=3, stride1=2).shape
+    (1, 4, 4, 25)
     """
     params = _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize)
     call = VolumeCall("correlation_volume", a, b, backend, params)
@@ -316,40 +405,255 @@ def correlation_volume(a, b, *, max_displacement, kernel_size=1, stride1=1, stri
     return call.ex.deliver(_volume(call, out)[0], call.geo.out_shape, out)
 
 
-def correlation_volume_vjp(a, b, grad, *, max_displacement, kernel_size=1, stride1=1,
-                           stride2=1, pad=None, direction="2d", normalize=True, out=None,
-                           backend="auto"):
-    """(grad_a, grad_b): the gradients of sum(grad * correlation_volume(a, b, ...)), grad of
-    the volume's shape (or broadcasting to it). Both are gathers: no atomics, no races."""
+@overload
+def correlation_volume_vjp(a: NDArray[Any], b: NDArray[Any], grad: ArrayLike, *,
+                           max_displacement: MaxDisplacement, kernel_size: int = 1,
+                           stride1: int = 1, stride2: int = 1, pad: int | None = None,
+                           direction: Direction = "2d", normalize: bool = True,
+                           out: Sequence[FloatArray] | None = None, backend: Backend = "auto"
+                           ) -> tuple[FloatArray, FloatArray]: ...
+@overload
+def correlation_volume_vjp(a: Input, b: Input, grad: Input, *,
+                           max_displacement: MaxDisplacement, kernel_size: int = 1,
+                           stride1: int = 1, stride2: int = 1, pad: int | None = None,
+                           direction: Direction = "2d", normalize: bool = True,
+                           out: Sequence[Any] | None = None, backend: Backend = "auto"
+                           ) -> tuple[Any, Any]: ...
+@shared
+def correlation_volume_vjp(a: Input, b: Input, grad: Input, *,
+                           max_displacement: MaxDisplacement, kernel_size: int = 1,
+                           stride1: int = 1, stride2: int = 1, pad: int | None = None,
+                           direction: Direction = "2d", normalize: bool = True,
+                           out: Sequence[Any] | None = None, backend: Backend = "auto"
+                           ) -> tuple[Any, Any]:
+    """The gradients of ``sum(grad * correlation_volume(a, b, ...))`` in `a` and `b`.
+
+    The vector-Jacobian product of `correlation_volume`, the backward pass of a network
+    that uses it. Both gradients are gathers: each input pixel collects the upstream
+    gradient of every output and displacement that read it, so there are no atomics and no
+    races.
+
+    Parameters
+    ----------
+    {volume_a_b}
+    {volume_grad}
+    {volume_params}
+    {out_pair}
+    {backend}
+
+    Returns
+    -------
+    {grad_returns}
+
+    Raises
+    ------
+    {volume_raises}
+
+    See Also
+    --------
+    correlation_volume : the forward pass.
+
+    Notes
+    -----
+    {volume_formula}
+
+    {dtype}
+    {where}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastcorr
+    >>> a = np.arange(8.0).reshape(1, 2, 2, 2)
+    >>> b = np.ones((1, 2, 2, 2))
+    >>> grad = np.ones((1, 2, 2, 9))
+    >>> grad_a, grad_b = fastcorr.correlation_volume_vjp(a, b, grad, max_displacement=1,
+    ...                                                  normalize=False)
+    >>> grad_a[0, :, :, 0]  # each pixel meets the 4 pixels of b
+    array([[4., 4.],
+           [4., 4.]])
+    >>> grad_b[0, :, :, 0]  # each pixel of b meets every pixel of a: 0 + 2 + 4 + 6
+    array([[12., 12.],
+           [12., 12.]])
+    """
     params = _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize)
     call = VolumeCall("correlation_volume_vjp", a, b, backend, params)
     outs = call.ex.checked_pair(out, call.shapes)
     g = call.ex.upstream(grad, lambda shape: call.geo.grad_target(call.func, shape))
     if call.backend == "reference":
-        return _reference(call, "correlation_volume_vjp", g.astype(call.dtype), outs=outs)
-    return _grads(call, _active(call, g), outs)[1:]
+        return _reference(  # type: ignore[no-any-return]
+            call, "correlation_volume_vjp", g.astype(call.dtype), outs=outs)
+    return _grads(call, _active(call, g), outs)[1:]  # type: ignore[no-any-return]
 
 
-def correlation_volume_loss(a, b, *, max_displacement, kernel_size=1, stride1=1, stride2=1,
-                            pad=None, direction="2d", normalize=True, reduction="sum",
-                            backend="auto"):
-    """0.5 * ||correlation_volume(a, b, ...)||**2, summed ("sum"), averaged over the volume's
-    elements ("mean"), or per element ("none"). "sum" and "mean" never store the volume of
-    kernel_size 1; above it, the kernel_size=1 volume over the pixels the windows read is a
-    scratch array, whose window sums are the volume."""
+@overload
+def correlation_volume_loss(a: NDArray[Any], b: NDArray[Any], *,
+                            max_displacement: MaxDisplacement, kernel_size: int = 1,
+                            stride1: int = 1, stride2: int = 1, pad: int | None = None,
+                            direction: Direction = "2d", normalize: bool = True,
+                            reduction: SumReduction = "sum", backend: Backend = "auto"
+                            ) -> np.floating[Any]: ...
+@overload
+def correlation_volume_loss(a: NDArray[Any], b: NDArray[Any], *,
+                            max_displacement: MaxDisplacement, kernel_size: int = 1,
+                            stride1: int = 1, stride2: int = 1, pad: int | None = None,
+                            direction: Direction = "2d", normalize: bool = True,
+                            reduction: Literal["none"], backend: Backend = "auto"
+                            ) -> FloatArray: ...
+@overload
+def correlation_volume_loss(a: Input, b: Input, *, max_displacement: MaxDisplacement,
+                            kernel_size: int = 1, stride1: int = 1, stride2: int = 1,
+                            pad: int | None = None, direction: Direction = "2d",
+                            normalize: bool = True, reduction: Reduction = "sum",
+                            backend: Backend = "auto") -> Any: ...
+@shared
+def correlation_volume_loss(a: Input, b: Input, *, max_displacement: MaxDisplacement,
+                            kernel_size: int = 1, stride1: int = 1, stride2: int = 1,
+                            pad: int | None = None, direction: Direction = "2d",
+                            normalize: bool = True, reduction: Reduction = "sum",
+                            backend: Backend = "auto") -> Any:
+    """The loss ``0.5 * ||correlation_volume(a, b, ...)||**2``.
+
+    Half the squared volume, summed ("sum"), averaged over the volume's elements ("mean"),
+    or per element ("none"). "sum" and "mean" never store the volume of kernel_size 1;
+    above it, the kernel_size=1 volume over the pixels the windows read is a scratch
+    array, whose window sums are the volume.
+
+    Parameters
+    ----------
+    {volume_a_b}
+    {volume_params}
+    {volume_reduction}
+    {backend}
+
+    Returns
+    -------
+    loss : scalar or array
+        For "sum" and "mean", a NumPy scalar of the result dtype (host inputs) or a 0-d
+        array of the inputs' library (device inputs: nothing waits for the GPU until
+        ``float(loss)``); for "none", an array of the volume's shape ``(N, Ho, Wo, D)``.
+
+    Raises
+    ------
+    {volume_raises}
+
+    See Also
+    --------
+    correlation_volume_loss_and_grad : the loss with its gradients, fused.
+
+    Notes
+    -----
+    {volume_formula}
+
+    {dtype}
+    {where}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastcorr
+    >>> a = np.arange(8.0).reshape(1, 2, 2, 2)
+    >>> b = np.ones((1, 2, 2, 2))
+    >>> fastcorr.correlation_volume_loss(a, b, max_displacement=1, normalize=False)
+    np.float64(552.0)
+    >>> v = fastcorr.correlation_volume(a, b, max_displacement=1, normalize=False)
+    >>> float(0.5 * (v**2).sum())
+    552.0
+    """
     params = _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize)
     call = VolumeCall("correlation_volume_loss", a, b, backend, params, reduction)
     return _loss(call, reduction, grads=False)
 
 
-def correlation_volume_loss_and_grad(a, b, *, max_displacement, kernel_size=1, stride1=1,
-                                     stride2=1, pad=None, direction="2d", normalize=True,
-                                     reduction="sum", out=None, backend="auto"):
-    """(loss, grad_a, grad_b) of correlation_volume_loss, fused. On the CPU with kernel_size
-    1, for "sum" and "mean", the volume is computed where the gradients need it and never
-    stored, so the memory is that of the inputs and the gradients only; it costs about one
-    more forward pass of compute. Otherwise (kernel_size above 1, or CUDA) each volume value
-    is computed once into a scratch volume, which the gradients then read."""
+@overload
+def correlation_volume_loss_and_grad(a: NDArray[Any], b: NDArray[Any], *,
+                                     max_displacement: MaxDisplacement, kernel_size: int = 1,
+                                     stride1: int = 1, stride2: int = 1,
+                                     pad: int | None = None, direction: Direction = "2d",
+                                     normalize: bool = True, reduction: SumReduction = "sum",
+                                     out: Sequence[FloatArray] | None = None,
+                                     backend: Backend = "auto"
+                                     ) -> tuple[np.floating[Any], FloatArray, FloatArray]: ...
+@overload
+def correlation_volume_loss_and_grad(a: NDArray[Any], b: NDArray[Any], *,
+                                     max_displacement: MaxDisplacement, kernel_size: int = 1,
+                                     stride1: int = 1, stride2: int = 1,
+                                     pad: int | None = None, direction: Direction = "2d",
+                                     normalize: bool = True, reduction: Literal["none"],
+                                     out: Sequence[FloatArray] | None = None,
+                                     backend: Backend = "auto"
+                                     ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def correlation_volume_loss_and_grad(a: Input, b: Input, *,
+                                     max_displacement: MaxDisplacement, kernel_size: int = 1,
+                                     stride1: int = 1, stride2: int = 1,
+                                     pad: int | None = None, direction: Direction = "2d",
+                                     normalize: bool = True, reduction: Reduction = "sum",
+                                     out: Sequence[Any] | None = None,
+                                     backend: Backend = "auto") -> tuple[Any, Any, Any]: ...
+@shared
+def correlation_volume_loss_and_grad(a: Input, b: Input, *,
+                                     max_displacement: MaxDisplacement, kernel_size: int = 1,
+                                     stride1: int = 1, stride2: int = 1,
+                                     pad: int | None = None, direction: Direction = "2d",
+                                     normalize: bool = True, reduction: Reduction = "sum",
+                                     out: Sequence[Any] | None = None,
+                                     backend: Backend = "auto") -> tuple[Any, Any, Any]:
+    """The loss of `correlation_volume_loss` and its gradients, ``(loss, grad_a, grad_b)``.
+
+    Fused. On the CPU with kernel_size 1, for "sum" and "mean", the volume is computed where
+    the gradients need it and never stored, so the memory is that of the inputs and the
+    gradients only; it costs about one more forward pass of compute. Otherwise (kernel_size
+    above 1, or CUDA) each volume value is computed once into a scratch volume, which the
+    gradients then read.
+
+    Parameters
+    ----------
+    {volume_a_b}
+    {volume_params}
+    {volume_reduction}
+    {out_pair}
+    {backend}
+
+    Returns
+    -------
+    loss : scalar or array
+        As `correlation_volume_loss` returns it.
+    {grad_returns}
+        They are the gradients of the sum of what `loss` is (of the mean for "mean", of the
+        sum of the per-element losses for "none"): the VJP with the volume (divided by its
+        number of elements for "mean") as the upstream gradient.
+
+    Raises
+    ------
+    {volume_raises}
+
+    See Also
+    --------
+    correlation_volume_loss : the loss alone.
+    correlation_volume_vjp : the gradients for any upstream gradient.
+
+    Notes
+    -----
+    {volume_formula}
+
+    {dtype}
+    {where}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastcorr
+    >>> a = np.arange(8.0).reshape(1, 2, 2, 2)
+    >>> b = np.ones((1, 2, 2, 2))
+    >>> loss, grad_a, grad_b = fastcorr.correlation_volume_loss_and_grad(
+    ...     a, b, max_displacement=1, normalize=False)
+    >>> loss
+    np.float64(552.0)
+    >>> grad_a[0, :, :, 0]
+    array([[ 4., 20.],
+           [36., 52.]])
+    """
     params = _params(max_displacement, kernel_size, stride1, stride2, pad, direction, normalize)
     call = VolumeCall("correlation_volume_loss_and_grad", a, b, backend, params, reduction)
-    return _loss(call, reduction, grads=True, out=out)
+    return _loss(call, reduction, grads=True, out=out)  # type: ignore[no-any-return]

@@ -14,7 +14,10 @@ alone. A GPU's buffers are device arrays (`__cuda_array_interface__`) that fastc
 CUDA kernels read in place; that path is written for a GPU run and not yet tested on one.
 """
 
+from __future__ import annotations
+
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -24,11 +27,17 @@ from jax.experimental.buffer_callback import buffer_callback
 import fastcorr
 
 from ._adapters import broadcast_dims, layout
+from ._docs import shared
+
+if TYPE_CHECKING:
+    from jax.typing import ArrayLike
+
+    from ._typing import Axis, Reduction
 
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
 
-def _array(buf):
+def _array(buf: Any) -> Any:
     """An XLA buffer as what fastcorr computes on: a NumPy view of the CPU's, or a GPU's
     itself (a CUDA array, which NumPy cannot view)."""
     try:
@@ -37,22 +46,22 @@ def _array(buf):
         return buf
 
 
-def _call(fn, result, *args, aliases=None):
+def _call(fn: Any, result: Any, *args: Any, aliases: Any = None) -> Any:
     """fn(*inputs, out) on XLA's buffers: it writes its results into out (one array, or a
     tuple of them), in place; `aliases` maps inputs to the outputs that are their buffers.
     vmap runs it once an item: fastcorr's axes are those of one."""
-    def callback(ctx, out, *bufs):
+    def callback(ctx: Any, out: Any, *bufs: Any) -> Any:
         out = tuple(map(_array, out)) if isinstance(out, (tuple, list)) else _array(out)
         fn(*map(_array, bufs), out)
     return buffer_callback(callback, result, vmap_method="sequential",
                            input_output_aliases=aliases)(*args)
 
 
-def _struct(shape, dtype):
-    return jax.ShapeDtypeStruct(shape, dtype)
+def _struct(shape: Any, dtype: Any) -> Any:
+    return jax.ShapeDtypeStruct(shape, dtype)  # type: ignore[no-untyped-call]
 
 
-def _put(out, value):
+def _put(out: Any, value: Any) -> Any:
     """A scalar loss written into a 0-d output buffer."""
     np.asarray(out)[...] = value
 
@@ -61,22 +70,22 @@ def _put(out, value):
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _correlation(a, b, axis, keepdims):
+def _correlation(a: Any, b: Any, axis: Any, keepdims: Any) -> Any:
     _, _, shape = layout(a.shape, b.shape, axis, keepdims)
     return _call(lambda x, y, out: fastcorr.correlation(x, y, axis, keepdims=keepdims, out=out),
                  _struct(shape, jnp.result_type(a, b)), a, b)
 
 
-def _correlation_fwd(a, b, axis, keepdims):
+def _correlation_fwd(a: Any, b: Any, axis: Any, keepdims: Any) -> Any:
     return _correlation(a, b, axis, keepdims), (a, b)
 
 
-def _correlation_bwd(axis, keepdims, res, g):
+def _correlation_bwd(axis: Any, keepdims: Any, res: Any, g: Any) -> Any:
     a, b = res
     return _vjp(a, b, g, axis)
 
 
-def _vjp(a, b, g, axis):
+def _vjp(a: Any, b: Any, g: Any, axis: Any) -> Any:
     return _call(lambda x, y, w, out: fastcorr.correlation_vjp(x, y, w, axis, out=out),
                  (_struct(a.shape, a.dtype), _struct(b.shape, b.dtype)), a, b, g)
 
@@ -88,7 +97,7 @@ _correlation.defvjp(_correlation_fwd, _correlation_bwd)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _loss(a, b, op, axis, reduction):
+def _loss(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
     _, _, per = layout(a.shape, b.shape, axis)
     dtype = jnp.result_type(a, b)
     if reduction == "none":
@@ -99,11 +108,11 @@ def _loss(a, b, op, axis, reduction):
                  _struct((), dtype), a, b)
 
 
-def _loss_fwd(a, b, op, axis, reduction):
+def _loss_fwd(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
     if reduction == "none":
         return _loss(a, b, op, axis, reduction), (a, b)
     # the fused pass: the loss, and the gradients of the summed loss kept for the backward
-    def fused(x, y, out):
+    def fused(x: Any, y: Any, out: Any) -> Any:
         _put(out[0], getattr(fastcorr, op + "_and_grad")(x, y, axis, reduction=reduction,
                                                          out=out[1:])[0])
     loss, ga, gb = _call(fused, (_struct((), jnp.result_type(a, b)),
@@ -111,7 +120,7 @@ def _loss_fwd(a, b, op, axis, reduction):
     return loss, (a, b, ga, gb)
 
 
-def _scale(ga, gb, w, out):
+def _scale(ga: Any, gb: Any, w: Any, out: Any) -> Any:
     """out (the buffers of ga and gb) *= w, in place; nothing to do for w == 1, which is
     what value_and_grad and grad of the loss itself give."""
     w = float(np.asarray(w))
@@ -120,7 +129,7 @@ def _scale(ga, gb, w, out):
             o *= w
 
 
-def _loss_bwd(op, axis, reduction, res, g):
+def _loss_bwd(op: Any, axis: Any, reduction: Any, res: Any, g: Any) -> Any:
     a, b = res[:2]
     if reduction != "none":  # the kept gradients, scaled in their own buffers
         ga, gb = res[2:]
@@ -135,7 +144,7 @@ def _loss_bwd(op, axis, reduction, res, g):
     return _sum_to(p * b, a.shape), _sum_to(p * a, b.shape)
 
 
-def _sum_to(x, shape):
+def _sum_to(x: Any, shape: Any) -> Any:
     dims = broadcast_dims(x.shape, shape)
     return jnp.sum(x, axis=dims, keepdims=True).reshape(shape) if dims else x
 
@@ -143,20 +152,159 @@ def _sum_to(x, shape):
 _loss.defvjp(_loss_fwd, _loss_bwd)
 
 
-def _static_axis(axis):
+def _static_axis(axis: Any) -> Any:
     return axis if axis is None or isinstance(axis, int) else tuple(axis)
 
 
-def correlation(a, b, axis=-1, *, keepdims=False):
-    """sum(a * b, axis), differentiable in a and b (see fastcorr.correlation)."""
-    return _correlation(jnp.asarray(a), jnp.asarray(b), _static_axis(axis), keepdims)
+@shared
+def correlation(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, keepdims: bool = False
+                ) -> jax.Array:
+    """The correlation ``sum(a * b, axis)``, differentiable in `a` and `b`.
+
+    A ``jax.custom_vjp`` whose forward pass is `fastcorr.correlation` and whose backward is
+    `fastcorr.correlation_vjp`, usable under ``jax.jit``, ``jax.grad`` and ``jax.vmap``.
+
+    Parameters
+    ----------
+    a, b : jax.Array or array_like
+        The inputs, broadcast against each other; fastcorr reads XLA's own CPU buffers in
+        place (``jax.experimental.buffer_callback``).
+    {axis}
+    {keepdims}
+
+    Returns
+    -------
+    jax.Array
+        The correlation, of ``jnp.result_type(a, b)``, without the reduced axes (kept as
+        length 1 if `keepdims`).
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError
+        For shapes that do not broadcast and axes out of range, when the call is traced.
+    jax.errors.JaxRuntimeError
+        For what fastcorr checks when it runs (`reduction`, dtypes), inside the callback:
+        JAX wraps fastcorr's ValueError or TypeError, whose message it shows.
+
+    See Also
+    --------
+    fastcorr.correlation : the NumPy-level function.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import fastcorr.jax as fj
+    >>> a = jnp.arange(6.0).reshape(2, 3)
+    >>> b = jnp.ones((2, 3))
+    >>> fj.correlation(a, b)
+    Array([ 3., 12.], dtype=float32)
+    """
+    out: jax.Array = _correlation(jnp.asarray(a), jnp.asarray(b), _static_axis(axis), keepdims)
+    return out
 
 
-def corr_loss(a, b, axis=-1, *, reduction="sum"):
-    """0.5 * ||correlation(a, b, axis)||**2 (see fastcorr.corr_loss), differentiable."""
-    return _loss(jnp.asarray(a), jnp.asarray(b), "corr_loss", _static_axis(axis), reduction)
+@shared
+def corr_loss(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, reduction: Reduction = "sum"
+              ) -> jax.Array:
+    """The correlation loss ``0.5 * ||correlation(a, b, axis)||**2``, differentiable.
+
+    A ``jax.custom_vjp``. Differentiated, a summed loss runs fastcorr's fused
+    `fastcorr.corr_loss_and_grad` once, in the forward pass, writing the gradients into
+    XLA's buffers; the backward pass hands those buffers on as the cotangents, scaled in
+    place where the incoming gradient is not 1. Not differentiated, the loss is computed
+    alone.
+
+    Parameters
+    ----------
+    a, b : jax.Array or array_like
+        The inputs, broadcast against each other; fastcorr reads XLA's own CPU buffers in
+        place (``jax.experimental.buffer_callback``).
+    {axis}
+    {reduction}
+
+    Returns
+    -------
+    jax.Array
+        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError
+        For shapes that do not broadcast and axes out of range, when the call is traced.
+    jax.errors.JaxRuntimeError
+        For what fastcorr checks when it runs (`reduction`, dtypes), inside the callback:
+        JAX wraps fastcorr's ValueError or TypeError, whose message it shows.
+
+    See Also
+    --------
+    fastcorr.corr_loss, fastcorr.corr_loss_and_grad
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import fastcorr.jax as fj
+    >>> a = jnp.arange(6.0).reshape(2, 3)
+    >>> b = jnp.ones((2, 3))
+    >>> fj.corr_loss(a, b)
+    Array(76.5, dtype=float32)
+    >>> jax.grad(fj.corr_loss)(a, b)  # the correlation [3, 12] times b
+    Array([[ 3.,  3.,  3.],
+           [12., 12., 12.]], dtype=float32)
+    """
+    out: jax.Array = _loss(jnp.asarray(a), jnp.asarray(b), "corr_loss", _static_axis(axis),
+                           reduction)
+    return out
 
 
-def product_loss(a, b, axis=-1, *, reduction="sum"):
-    """0.5 * ||a * b||**2 (see fastcorr.product_loss), differentiable."""
-    return _loss(jnp.asarray(a), jnp.asarray(b), "product_loss", _static_axis(axis), reduction)
+@shared
+def product_loss(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, reduction: Reduction = "sum"
+                 ) -> jax.Array:
+    """The product loss ``0.5 * ||a * b||**2``, differentiable.
+
+    A ``jax.custom_vjp``. Differentiated, a summed loss runs fastcorr's fused
+    `fastcorr.product_loss_and_grad` once, in the forward pass; the backward pass hands its
+    gradients on, scaled in place where the incoming gradient is not 1. Not differentiated,
+    the loss is computed alone.
+
+    Parameters
+    ----------
+    a, b : jax.Array or array_like
+        The inputs, broadcast against each other; fastcorr reads XLA's own CPU buffers in
+        place (``jax.experimental.buffer_callback``).
+    {axis}
+    {reduction}
+
+    Returns
+    -------
+    jax.Array
+        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError
+        For shapes that do not broadcast and axes out of range, when the call is traced.
+    jax.errors.JaxRuntimeError
+        For what fastcorr checks when it runs (`reduction`, dtypes), inside the callback:
+        JAX wraps fastcorr's ValueError or TypeError, whose message it shows.
+
+    See Also
+    --------
+    fastcorr.product_loss, fastcorr.product_loss_and_grad
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import fastcorr.jax as fj
+    >>> a = jnp.arange(6.0).reshape(2, 3)
+    >>> b = jnp.full((2, 3), 2.0)
+    >>> fj.product_loss(a, b)
+    Array(110., dtype=float32)
+    >>> jax.grad(fj.product_loss)(a, b)  # a * b**2
+    Array([[ 0.,  4.,  8.],
+           [12., 16., 20.]], dtype=float32)
+    """
+    out: jax.Array = _loss(jnp.asarray(a), jnp.asarray(b), "product_loss", _static_axis(axis),
+                           reduction)
+    return out

@@ -11,23 +11,31 @@ The forward pass of a loss is fastcorr's fused loss-and-gradients; the backward 
 the kept gradients by the incoming one.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import tensorflow as tf
 
 import fastcorr
 
 from ._adapters import broadcast_dims, layout
+from ._docs import shared
+
+if TYPE_CHECKING:
+    from ._typing import Axis, Reduction
 
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
 
-def _static(axis):
+def _static(axis: Any) -> Any:
     return axis if axis is None or isinstance(axis, int) else tuple(axis)
 
 
-def _call(f, inputs, dtypes):
+def _call(f: Any, inputs: Any, dtypes: Any) -> Any:
     """f on NumPy arrays of the inputs, as a TensorFlow op."""
-    def run(*args):
+    def run(*args: Any) -> Any:
         out = f(*args)
         out = out if isinstance(out, tuple) else (out,)
         return [np.asarray(x, d.as_numpy_dtype) for x, d in zip(out, dtypes)]
@@ -35,22 +43,63 @@ def _call(f, inputs, dtypes):
     return list(out) if isinstance(out, (list, tuple)) else [out]  # eagerly: one tensor
 
 
-def _shapes(a, b, axis, keepdims=False):
+def _shapes(a: Any, b: Any, axis: Any, keepdims: Any = False) -> Any:
     return layout(a.shape, b.shape, axis, keepdims)
 
 
-def correlation(a, b, axis=-1, *, keepdims=False):
-    """sum(a * b, axis), differentiable in a and b."""
+@shared
+def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> Any:
+    """The correlation ``sum(a * b, axis)``, differentiable in `a` and `b`.
+
+    A ``tf.custom_gradient`` whose forward pass is `fastcorr.correlation` and whose
+    backward is `fastcorr.correlation_vjp`, computed on the CPU through
+    ``tf.numpy_function``: eagerly, inside ``tf.function`` and in graph mode.
+
+    Parameters
+    ----------
+    a, b : tf.Tensor or array_like
+        The inputs, broadcast against each other, of one dtype.
+    {axis}
+    {keepdims}
+
+    Returns
+    -------
+    tf.Tensor
+        The correlation, of `a`'s dtype, without the reduced axes (kept as length 1 if
+        `keepdims`).
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError
+        For shapes that do not broadcast and axes out of range, when the op is built.
+    tf.errors.InvalidArgumentError
+        For what fastcorr checks when it runs (`reduction`, dtypes), inside
+        ``tf.numpy_function``, which wraps fastcorr's error and shows its message.
+
+    See Also
+    --------
+    fastcorr.correlation : the NumPy-level function.
+
+    Examples
+    --------
+    >>> import tensorflow as tf
+    >>> import fastcorr.tensorflow as ftf
+    >>> a = tf.reshape(tf.range(6.0), (2, 3))
+    >>> b = tf.ones((2, 3))
+    >>> ftf.correlation(a, b).numpy()
+    array([ 3., 12.], dtype=float32)
+    """
     axis = _static(axis)
 
-    @tf.custom_gradient
-    def f(a, b):
+    # TensorFlow has no annotations: its decorator is untyped
+    @tf.custom_gradient  # type: ignore[untyped-decorator]
+    def f(a: Any, b: Any) -> Any:
         _, _, out = _shapes(a, b, axis, keepdims)
         (corr,) = _call(lambda x, y: fastcorr.correlation(x, y, axis, keepdims=keepdims),
                         [a, b], [a.dtype])
         corr = tf.ensure_shape(corr, out)
 
-        def grad(g):
+        def grad(g: Any) -> Any:
             ga, gb = _call(lambda x, y, w: fastcorr.correlation_vjp(x, y, w, axis),
                            [a, b, g], [a.dtype, b.dtype])
             return tf.ensure_shape(ga, a.shape), tf.ensure_shape(gb, b.shape)
@@ -58,11 +107,12 @@ def correlation(a, b, axis=-1, *, keepdims=False):
     return f(tf.convert_to_tensor(a), tf.convert_to_tensor(b))
 
 
-def _loss(op, a, b, axis, reduction):
+def _loss(op: Any, a: Any, b: Any, axis: Any, reduction: Any) -> Any:
     axis = _static(axis)
 
-    @tf.custom_gradient
-    def f(a, b):
+    # TensorFlow has no annotations: its decorator is untyped
+    @tf.custom_gradient  # type: ignore[untyped-decorator]
+    def f(a: Any, b: Any) -> Any:
         shape, axes, per = _shapes(a, b, axis)
         loss, ga, gb = _call(
             lambda x, y: getattr(fastcorr, op + "_and_grad")(x, y, axis, reduction=reduction),
@@ -70,7 +120,7 @@ def _loss(op, a, b, axis, reduction):
         loss = tf.ensure_shape(loss, per if reduction == "none" else ())
         ga, gb = tf.ensure_shape(ga, a.shape), tf.ensure_shape(gb, b.shape)
 
-        def grad(g):
+        def grad(g: Any) -> Any:
             if reduction != "none":
                 return g * ga, g * gb
             g = tf.reshape(g, [1 if i in axes else n for i, n in enumerate(shape)])
@@ -88,16 +138,99 @@ def _loss(op, a, b, axis, reduction):
     return f(tf.convert_to_tensor(a), tf.convert_to_tensor(b))
 
 
-def _sum_to(x, shape):
+def _sum_to(x: Any, shape: Any) -> Any:
     dims = list(broadcast_dims(tuple(x.shape), shape))
     return tf.reshape(tf.reduce_sum(x, axis=dims, keepdims=True), shape) if dims else x
 
 
-def corr_loss(a, b, axis=-1, *, reduction="sum"):
-    """0.5 * ||correlation(a, b, axis)||**2 (see fastcorr.corr_loss), differentiable."""
+@shared
+def corr_loss(a: Any, b: Any, axis: Axis = -1, *, reduction: Reduction = "sum") -> Any:
+    """The correlation loss ``0.5 * ||correlation(a, b, axis)||**2``, differentiable.
+
+    A ``tf.custom_gradient`` whose forward pass is fastcorr's fused
+    `fastcorr.corr_loss_and_grad`, on the CPU through ``tf.numpy_function``; the backward
+    pass scales the kept gradients by the incoming one.
+
+    Parameters
+    ----------
+    a, b : tf.Tensor or array_like
+        The inputs, broadcast against each other, of one dtype.
+    {axis}
+    {reduction}
+
+    Returns
+    -------
+    tf.Tensor
+        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError
+        For shapes that do not broadcast and axes out of range, when the op is built.
+    tf.errors.InvalidArgumentError
+        For what fastcorr checks when it runs (`reduction`, dtypes), inside
+        ``tf.numpy_function``, which wraps fastcorr's error and shows its message.
+
+    See Also
+    --------
+    fastcorr.corr_loss, fastcorr.corr_loss_and_grad
+
+    Examples
+    --------
+    >>> import tensorflow as tf
+    >>> import fastcorr.tensorflow as ftf
+    >>> a = tf.Variable(tf.reshape(tf.range(6.0), (2, 3)))
+    >>> b = tf.ones((2, 3))
+    >>> with tf.GradientTape() as tape:
+    ...     loss = ftf.corr_loss(a, b)
+    >>> float(loss)
+    76.5
+    >>> tape.gradient(loss, a).numpy()  # the correlation [3, 12] times b
+    array([[ 3.,  3.,  3.],
+           [12., 12., 12.]], dtype=float32)
+    """
     return _loss("corr_loss", a, b, axis, reduction)
 
 
-def product_loss(a, b, axis=-1, *, reduction="sum"):
-    """0.5 * ||a * b||**2 (see fastcorr.product_loss), differentiable."""
+@shared
+def product_loss(a: Any, b: Any, axis: Axis = -1, *, reduction: Reduction = "sum") -> Any:
+    """The product loss ``0.5 * ||a * b||**2``, differentiable.
+
+    A ``tf.custom_gradient`` whose forward pass is fastcorr's fused
+    `fastcorr.product_loss_and_grad`, on the CPU through ``tf.numpy_function``; the backward
+    pass scales the kept gradients by the incoming one.
+
+    Parameters
+    ----------
+    a, b : tf.Tensor or array_like
+        The inputs, broadcast against each other, of one dtype.
+    {axis}
+    {reduction}
+
+    Returns
+    -------
+    tf.Tensor
+        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError
+        For shapes that do not broadcast and axes out of range, when the op is built.
+    tf.errors.InvalidArgumentError
+        For what fastcorr checks when it runs (`reduction`, dtypes), inside
+        ``tf.numpy_function``, which wraps fastcorr's error and shows its message.
+
+    See Also
+    --------
+    fastcorr.product_loss, fastcorr.product_loss_and_grad
+
+    Examples
+    --------
+    >>> import tensorflow as tf
+    >>> import fastcorr.tensorflow as ftf
+    >>> a = tf.reshape(tf.range(6.0), (2, 3))
+    >>> b = tf.fill((2, 3), 2.0)
+    >>> float(ftf.product_loss(a, b))
+    110.0
+    """
     return _loss("product_loss", a, b, axis, reduction)

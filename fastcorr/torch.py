@@ -12,6 +12,10 @@ them for the backward, which scales them by the incoming gradient: one more elem
 instead of the framework's chain of products and sums.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
@@ -19,17 +23,21 @@ from torch.autograd.function import once_differentiable
 import fastcorr
 
 from ._adapters import broadcast_dims, layout
+from ._docs import shared
+
+if TYPE_CHECKING:
+    from ._typing import Axis, Reduction
 
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
 
-def _arr(t):
+def _arr(t: Any) -> Any:
     """A tensor as what fastcorr reads in place: itself on CUDA, a NumPy view on the CPU."""
     t = t.detach()
     return t if t.is_cuda else t.numpy()
 
 
-def _tensor(x, like):
+def _tensor(x: Any, like: Any) -> Any:
     """A fastcorr result as a tensor on like's device (no copy where there is one)."""
     if isinstance(x, torch.Tensor):
         return x
@@ -38,7 +46,7 @@ def _tensor(x, like):
     return torch.as_tensor(x, device=like.device)  # a NumPy scalar loss
 
 
-def _expand(g, ndim, axes):
+def _expand(g: Any, ndim: Any, axes: Any) -> Any:
     """An upstream gradient per position, with the reduced axes put back as size 1."""
     if g.ndim == 0:
         return g
@@ -55,18 +63,18 @@ def _expand(g, ndim, axes):
 
 class _Correlation(torch.autograd.Function):
     @staticmethod
-    def forward(a, b, axis, keepdims):
+    def forward(a: Any, b: Any, axis: Any, keepdims: Any) -> Any:
         return _tensor(fastcorr.correlation(_arr(a), _arr(b), axis, keepdims=keepdims), a)
 
     @staticmethod
-    def setup_context(ctx, inputs, output):
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> Any:
         a, b, axis, _ = inputs
         ctx.save_for_backward(a, b)
         ctx.axis = axis
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g):
+    def backward(ctx: Any, g: Any) -> Any:
         a, b = ctx.saved_tensors
         ga, gb = fastcorr.correlation_vjp(_arr(a), _arr(b), _arr(g.contiguous()), ctx.axis)
         want_a, want_b = ctx.needs_input_grad[:2]
@@ -80,7 +88,7 @@ class _Loss(torch.autograd.Function):
     weighted before they are summed: then the backward computes them from a and b)."""
 
     @staticmethod
-    def forward(a, b, op, axis, reduction, grads):
+    def forward(a: Any, b: Any, op: Any, axis: Any, reduction: Any, grads: Any) -> Any:
         weighted = reduction == "none" and a.shape != b.shape
         if not grads or weighted:
             loss = getattr(fastcorr, op)(_arr(a), _arr(b), axis, reduction=reduction)
@@ -90,7 +98,7 @@ class _Loss(torch.autograd.Function):
         return _tensor(loss, a), _tensor(ga, a), _tensor(gb, b)
 
     @staticmethod
-    def setup_context(ctx, inputs, output):
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> Any:
         a, b, op, axis, reduction, _ = inputs
         _, ga, gb = output
         ctx.mark_non_differentiable(ga, gb)
@@ -101,7 +109,7 @@ class _Loss(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g, _ga, _gb):
+    def backward(ctx: Any, g: Any, _ga: Any, _gb: Any) -> Any:
         want_a, want_b = ctx.needs_input_grad[:2]
         x, y = ctx.saved_tensors
         g = _expand(g, max(x.ndim, y.ndim), ctx.axes)
@@ -114,7 +122,7 @@ class _Loss(torch.autograd.Function):
         return ga if want_a else None, gb if want_b else None, None, None, None, None
 
 
-def _weighted(ctx, a, b, g):
+def _weighted(ctx: Any, a: Any, b: Any, g: Any) -> Any:
     """The gradients of sum(g * per-position loss) for broadcast a and b."""
     if ctx.op == "corr_loss":
         corr = _tensor(fastcorr.correlation(_arr(a), _arr(b), ctx.axis, keepdims=True), a)
@@ -125,28 +133,167 @@ def _weighted(ctx, a, b, g):
     return _unbroadcast(p * b, a.shape), _unbroadcast(p * a, b.shape)
 
 
-def _unbroadcast(x, shape):
+def _unbroadcast(x: Any, shape: Any) -> Any:
     """x summed over the axes broadcasting added or stretched, back to `shape`."""
     dims = broadcast_dims(x.shape, shape)
     return x.sum(dim=dims, keepdim=True).reshape(shape) if dims else x
 
 
-def correlation(a, b, axis=-1, *, keepdims=False):
-    """sum(a * b, axis), differentiable in a and b (see fastcorr.correlation)."""
-    return _Correlation.apply(a, b, axis, keepdims)
+@shared
+def correlation(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *, keepdims: bool = False
+                ) -> torch.Tensor:
+    """The correlation ``sum(a * b, axis)``, differentiable in `a` and `b`.
+
+    A ``torch.autograd.Function``: the forward pass is `fastcorr.correlation`, the backward
+    `fastcorr.correlation_vjp` (once differentiable: a second derivative raises).
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        The inputs, broadcast against each other; CPU tensors are read as NumPy views, CUDA
+        tensors through ``__cuda_array_interface__`` on the current stream (no copies).
+        Either or both may require grad.
+    {axis}
+    {keepdims}
+
+    Returns
+    -------
+    torch.Tensor
+        The correlation, on the inputs' device, without the reduced axes (kept as length 1
+        if `keepdims`).
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError, TypeError
+        As `fastcorr.correlation` raises them.
+
+    See Also
+    --------
+    fastcorr.correlation : the NumPy-level function, for the dtype rules.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastcorr.torch as ft
+    >>> a = torch.arange(6.0).reshape(2, 3).requires_grad_()
+    >>> b = torch.ones(2, 3)
+    >>> c = ft.correlation(a, b)
+    >>> c
+    tensor([ 3., 12.], grad_fn=<...>)
+    >>> c.sum().backward()
+    >>> a.grad
+    tensor([[1., 1., 1.],
+            [1., 1., 1.]])
+    """
+    out: torch.Tensor = _Correlation.apply(  # type: ignore[no-untyped-call]
+        a, b, axis, keepdims)
+    return out
 
 
-def corr_loss(a, b, axis=-1, *, reduction="sum"):
-    """0.5 * ||correlation(a, b, axis)||**2 (see fastcorr.corr_loss), differentiable."""
+@shared
+def corr_loss(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *,
+              reduction: Reduction = "sum") -> torch.Tensor:
+    """The correlation loss ``0.5 * ||correlation(a, b, axis)||**2``, differentiable.
+
+    Where autograd will ask for gradients (grad mode on and an input that requires grad),
+    the forward pass is fastcorr's fused `fastcorr.corr_loss_and_grad`, whose gradients are
+    kept; the backward pass scales them by the incoming gradient (``loss.backward()`` uses
+    them as they are). Otherwise the loss is computed alone.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        The inputs, broadcast against each other; CPU tensors are read as NumPy views, CUDA
+        tensors through ``__cuda_array_interface__`` on the current stream (no copies).
+    {axis}
+    {reduction}
+
+    Returns
+    -------
+    torch.Tensor
+        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError, TypeError
+        As `fastcorr.corr_loss` raises them; the message names the fastcorr function that
+        ran (``corr_loss_and_grad`` where gradients are computed).
+
+    See Also
+    --------
+    fastcorr.corr_loss, fastcorr.corr_loss_and_grad
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastcorr.torch as ft
+    >>> a = torch.arange(6.0).reshape(2, 3).requires_grad_()
+    >>> b = torch.ones(2, 3)
+    >>> loss = ft.corr_loss(a, b)
+    >>> loss
+    tensor(76.5000, grad_fn=<...>)
+    >>> loss.backward()
+    >>> a.grad  # the correlation [3, 12] times b
+    tensor([[ 3.,  3.,  3.],
+            [12., 12., 12.]])
+    """
     return _loss(a, b, "corr_loss", axis, reduction)
 
 
-def product_loss(a, b, axis=-1, *, reduction="sum"):
-    """0.5 * ||a * b||**2 (see fastcorr.product_loss), differentiable."""
+@shared
+def product_loss(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *,
+                 reduction: Reduction = "sum") -> torch.Tensor:
+    """The product loss ``0.5 * ||a * b||**2``, differentiable.
+
+    Where autograd will ask for gradients (grad mode on and an input that requires grad),
+    the forward pass is fastcorr's fused `fastcorr.product_loss_and_grad`, whose gradients
+    are kept; the backward pass scales them by the incoming gradient. Otherwise the loss is
+    computed alone.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        The inputs, broadcast against each other; CPU tensors are read as NumPy views, CUDA
+        tensors through ``__cuda_array_interface__`` on the current stream (no copies).
+    {axis}
+    {reduction}
+
+    Returns
+    -------
+    torch.Tensor
+        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+
+    Raises
+    ------
+    ValueError, numpy.exceptions.AxisError, TypeError
+        As `fastcorr.product_loss` raises them; the message names the fastcorr function that
+        ran (``product_loss_and_grad`` where gradients are computed).
+
+    See Also
+    --------
+    fastcorr.product_loss, fastcorr.product_loss_and_grad
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastcorr.torch as ft
+    >>> a = torch.arange(6.0).reshape(2, 3).requires_grad_()
+    >>> b = torch.full((2, 3), 2.0)
+    >>> loss = ft.product_loss(a, b)
+    >>> loss
+    tensor(110., grad_fn=<...>)
+    >>> loss.backward()
+    >>> a.grad  # a * b**2
+    tensor([[ 0.,  4.,  8.],
+            [12., 16., 20.]])
+    """
     return _loss(a, b, "product_loss", axis, reduction)
 
 
-def _loss(a, b, op, axis, reduction):
+def _loss(a: torch.Tensor, b: torch.Tensor, op: str, axis: Axis, reduction: Reduction
+          ) -> torch.Tensor:
     # the gradients come from the fused pass only where autograd will ask for them
     grads = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
-    return _Loss.apply(a, b, op, axis, reduction, grads)[0]
+    out: torch.Tensor = _Loss.apply(  # type: ignore[no-untyped-call]
+        a, b, op, axis, reduction, grads)[0]
+    return out

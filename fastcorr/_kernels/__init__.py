@@ -10,7 +10,7 @@ The modules are imported on first use: `import fastcorr` compiles and loads noth
 import importlib
 
 _MODULES = {"cpu": ("cpu", "volume_cpu"), "cuda": ("cuda", "volume_cuda")}
-_LOADED = {}
+_LOADED: "dict[str, Kernels]" = {}
 
 
 class Kernels:

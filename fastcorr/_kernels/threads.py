@@ -14,26 +14,33 @@ The pool is fastcorr's, not Numba's threading layer: it is safe in forked childr
 starts afresh in the child) and with calls from many Python threads at once.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import queue
 import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
-def max_threads():
+
+def max_threads() -> int:
     """The most threads a call may use: NUMBA_NUM_THREADS (by default the CPU count)."""
     from numba.core import config  # here: `import fastcorr` does not import Numba
 
-    return config.NUMBA_NUM_THREADS
+    return config.NUMBA_NUM_THREADS  # type: ignore[attr-defined, no-any-return]
 
 
-_default = None  # set_num_threads; None: max_threads()
+_default: int | None = None  # set_num_threads; None: max_threads()
 _local = threading.local()  # the thread count inside a `num_threads` block of this thread
 
 
-def _check(n):
+def _check(n: int) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"fastcorr: the number of threads must be an int, not {n!r}")
     if not 1 <= n <= max_threads():
@@ -42,23 +49,110 @@ def _check(n):
     return int(n)
 
 
-def get_num_threads():
-    """The number of threads the CPU kernels use for a call from this thread."""
+def get_num_threads() -> int:
+    """The number of threads the CPU kernels use for a call from this thread.
+
+    The count of the innermost `num_threads` block of this thread, else the default that
+    `set_num_threads` set, else the cap, ``NUMBA_NUM_THREADS`` (by default the number of
+    cores).
+
+    Returns
+    -------
+    int
+        At least 1 and at most ``NUMBA_NUM_THREADS``.
+
+    See Also
+    --------
+    set_num_threads, num_threads
+
+    Notes
+    -----
+    Problems under 2**16 elements run on the calling thread alone, whatever the count.
+    Results are the same to the bit whatever number of threads ran them.
+
+    Examples
+    --------
+    >>> import fastcorr
+    >>> with fastcorr.num_threads(1):
+    ...     fastcorr.get_num_threads()
+    1
+    """
     n = getattr(_local, "n", None)
     return n if n is not None else (_default or max_threads())
 
 
-def set_num_threads(n):
-    """Use at most n threads for the CPU kernels (1 <= n <= NUMBA_NUM_THREADS), from any
-    thread that does not say otherwise with `num_threads`."""
+def set_num_threads(n: int) -> None:
+    """Use at most `n` threads for the CPU kernels' calls.
+
+    The default for every thread of the process that does not say otherwise with
+    `num_threads`.
+
+    Parameters
+    ----------
+    n : int
+        The number of threads, ``1 <= n <= NUMBA_NUM_THREADS`` (by default the number of
+        cores).
+
+    Raises
+    ------
+    TypeError
+        If `n` is not an int (bools included).
+    ValueError
+        If `n` is out of range.
+
+    See Also
+    --------
+    get_num_threads, num_threads
+
+    Notes
+    -----
+    The kernels run on fastcorr's own thread pool, not on a Numba threading layer, so
+    ``numba.set_num_threads`` and ``threadpoolctl`` do not reach them.
+
+    Examples
+    --------
+    >>> import fastcorr
+    >>> saved = fastcorr.get_num_threads()
+    >>> fastcorr.set_num_threads(1)
+    >>> fastcorr.get_num_threads()
+    1
+    >>> fastcorr.set_num_threads(saved)
+    """
     global _default
     _default = _check(n)
 
 
 @contextlib.contextmanager
-def num_threads(n):
-    """Within this block, calls from this thread use at most n threads for the CPU kernels
-    (thread-local: other threads keep their own setting)."""
+def num_threads(n: int) -> Iterator[None]:
+    """A context manager: within the block, calls from this thread use at most `n` threads.
+
+    Thread-local: other threads keep their own setting, and the setting before the block
+    comes back after it. Dask tasks run with 1 (Dask supplies the parallelism).
+
+    Parameters
+    ----------
+    n : int
+        The number of threads, ``1 <= n <= NUMBA_NUM_THREADS``.
+
+    Raises
+    ------
+    TypeError
+        If `n` is not an int (bools included).
+    ValueError
+        If `n` is out of range.
+
+    See Also
+    --------
+    get_num_threads, set_num_threads
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastcorr
+    >>> with fastcorr.num_threads(1):
+    ...     fastcorr.correlation(np.ones((2, 3)), np.ones((2, 3)))
+    array([3., 3.])
+    """
     saved = getattr(_local, "n", None)
     _local.n = _check(n)
     try:
@@ -77,7 +171,8 @@ class _Job:
     __slots__ = ("kernel", "args", "nchunks", "sums", "comps", "lock", "front", "back",
                  "left", "done", "error")
 
-    def __init__(self, kernel, args, nchunks, threads):
+    def __init__(self, kernel: Callable[..., None], args: tuple[Any, ...], nchunks: int,
+                 threads: int) -> None:
         self.kernel, self.args, self.nchunks = kernel, args, nchunks
         self.sums, self.comps = np.zeros(nchunks), np.zeros(nchunks)
         self.lock = threading.Lock()
@@ -86,9 +181,9 @@ class _Job:
         self.left = nchunks
         self.done = threading.Lock()  # held until the last chunk is finished
         self.done.acquire()
-        self.error = None
+        self.error: BaseException | None = None
 
-    def _claim(self, i):
+    def _claim(self, i: int) -> tuple[int, int] | None:
         """(c0, c1): half of what is left of home range i, or the last chunk of the range
         with most left; None when every chunk is taken."""
         with self.lock:
@@ -103,7 +198,7 @@ class _Job:
             back[j] -= 1
             return back[j], back[j] + 1
 
-    def help(self, i):
+    def help(self, i: int) -> None:
         """Compute chunks as thread i until none are left to take."""
         while True:
             run = self._claim(i)
@@ -124,14 +219,14 @@ class _Pool:
     """Workers 1, 2, ...: worker i always takes part i of a job, so that it keeps the same
     chunks from one call to the next."""
 
-    def __init__(self):
-        self.queues = []
+    def __init__(self) -> None:
+        self.queues: list[queue.SimpleQueue[_Job]] = []
         self.lock = threading.Lock()
 
-    def ask(self, job, helpers):
+    def ask(self, job: _Job, helpers: int) -> None:
         with self.lock:
             while len(self.queues) < helpers:
-                q = queue.SimpleQueue()
+                q: queue.SimpleQueue[_Job] = queue.SimpleQueue()
                 threading.Thread(target=self._work, args=(q, len(self.queues) + 1),
                                  name="fastcorr-worker", daemon=True).start()
                 self.queues.append(q)
@@ -139,7 +234,7 @@ class _Pool:
             q.put(job)
 
     @staticmethod
-    def _work(jobs, i):
+    def _work(jobs: queue.SimpleQueue[_Job], i: int) -> None:
         while True:
             jobs.get().help(i)
 
@@ -147,7 +242,7 @@ class _Pool:
 _pool = _Pool()
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     global _pool
     _pool = _Pool()  # the parent's workers do not exist here
 
@@ -155,7 +250,8 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def run(kernel, args, nchunks, threads):
+def run(kernel: Callable[..., None], args: tuple[Any, ...], nchunks: int, threads: int
+        ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """kernel(*args, sums, comps, c0, c1, nchunks) over chunks [0, nchunks), on up to
     `threads` threads; returns (sums, comps), each chunk's partial loss and compensation."""
     if threads <= 1 or nchunks <= 1:  # all on this thread, in one call
