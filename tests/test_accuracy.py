@@ -25,6 +25,7 @@ def float64_losses(a, b, axis, chunk=1 << 22):
     return math.fsum(corr_parts), math.fsum(prod_parts)
 
 
+@pytest.mark.slow  # 800 MB of float32 inputs, and a float64 oracle over them in chunks
 @pytest.mark.parametrize("axis", [-1, 1])
 def test_float32_losses_of_1e8_elements(axis):
     rng = np.random.default_rng(0)
@@ -79,6 +80,7 @@ def test_float64_cancellation_is_as_good_as_numpy():
     assert abs(got) <= max(numpy_err, 16 * np.finfo(float).eps * bound)
 
 
+@pytest.mark.slow  # three processes compiling into an empty cache
 def test_cache_is_shared_by_concurrent_processes(tmp_path):
     """Three processes compiling into one empty cache at once, then three loading from it,
     all give the right answer."""
