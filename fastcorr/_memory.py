@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from numpy.typing import DTypeLike, NDArray
 
 MIN_BYTES = 1 << 20  # smaller arrays come from the allocator, whose free lists reuse them
+# Kept buffers start on a 64-byte boundary (malloc gives 16): a cache line, and what
+# TensorFlow (Eigen) asks of an array to take it as a tensor without copying it.
+ALIGN = 64
 
 
 class _Lease:
@@ -115,7 +118,9 @@ class OutputPool:
                 buf = self._kept.pop(ids.pop())
                 self._held -= nbytes
         if buf is None:
-            buf = np.empty(nbytes, np.uint8)
+            raw = np.empty(nbytes + ALIGN, np.uint8)
+            start = -raw.ctypes.data % ALIGN
+            buf = raw[start:start + nbytes]
         return np.asarray(_Lease(buf, tuple(shape), dtype, self))
 
     def give_back(self, buf: NDArray[np.uint8]) -> None:

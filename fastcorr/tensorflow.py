@@ -8,7 +8,13 @@ computed by fastcorr on the CPU through `tf.numpy_function`, usable eagerly, ins
     ga, gb = tape.gradient(loss, [a, b])    # corr * b, corr * a
 
 The forward pass of a loss is fastcorr's fused loss-and-gradients; the backward pass scales
-the kept gradients by the incoming one.
+the kept gradients by the incoming one, or passes them on as they are where it is 1 (a loss
+differentiated on its own).
+
+Nothing is copied on the CPU: `tf.numpy_function` hands fastcorr NumPy views of TensorFlow's
+input buffers, and takes fastcorr's results as tensors in place, which it does for arrays
+that start on a 64-byte boundary, as fastcorr's large results do (`fastcorr._memory`);
+DLPack would add nothing here, and cannot be used inside a `tf.function` graph.
 """
 
 from __future__ import annotations
@@ -122,7 +128,9 @@ def _loss(op: Any, a: Any, b: Any, axis: Any, reduction: Any) -> Any:
 
         def grad(g: Any) -> Any:
             if reduction != "none":
-                return g * ga, g * gb
+                # a loss differentiated on its own has g == 1: its gradients as they are, not
+                # two more passes over arrays the size of the inputs
+                return tf.cond(tf.equal(g, 1), lambda: (ga, gb), lambda: (g * ga, g * gb))
             g = tf.reshape(g, [1 if i in axes else n for i, n in enumerate(shape)])
             if tuple(a.shape) == tuple(b.shape) == shape:
                 return g * ga, g * gb

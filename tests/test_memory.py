@@ -43,6 +43,16 @@ def test_arrays_are_pooled_only_above_the_threshold():
     assert small.nbytes < MIN_BYTES
 
 
+def test_pooled_buffers_start_on_64_byte_boundaries(fresh_pool):
+    """What TensorFlow needs to take a NumPy result as a tensor without copying it (the
+    allocator alone gives 16 bytes): new buffers and reused ones alike."""
+    a, b = inputs(0)
+    for _ in range(3):
+        results = fastcorr.corr_loss_and_grad(a, b, 1)[1:] + fastcorr.correlation_vjp(
+            a, b, np.ones((a.shape[0],) + a.shape[2:], a.dtype), 1)
+        assert all(address(x) % 64 == 0 for x in results)
+
+
 @pytest.mark.parametrize("func", ["corr_loss_and_grad", "product_loss_and_grad",
                                   "correlation_vjp"])
 def test_a_returned_array_is_never_written_again(func, fresh_pool):

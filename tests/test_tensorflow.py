@@ -2,6 +2,7 @@
 inside tf.function, and the classic graph-mode example with tf.gradients. TensorFlow is
 heavy: its own extra (tensorflow) and its own stage of .ci/run."""
 
+import itertools
 import os
 
 import numpy as np
@@ -30,13 +31,13 @@ def plain(op, axis, reduction):
     return f
 
 
-def value_and_grads(f, a, b, compiled):
+def value_and_grads(f, a, b, compiled, start=1):
     def run(x, y):
         with tf.GradientTape() as tape:
             tape.watch([x, y])
             loss = f(x, y)
             n = tf.size(loss)
-            w = tf.reshape(tf.cast(tf.range(1, n + 1), loss.dtype), tf.shape(loss))
+            w = tf.reshape(tf.cast(tf.range(start, n + start), loss.dtype), tf.shape(loss))
             total = tf.reduce_sum(loss * w)  # distinct weights per position
         return (total, *tape.gradient(total, [x, y]))
     if compiled:
@@ -49,15 +50,15 @@ def value_and_grads(f, a, b, compiled):
 @pytest.mark.parametrize("axis", [-1, 1, (0, 2), None], ids=str)
 def test_against_tensorflow(compiled, shapes, axis):
     a, b = tf.constant(rand(shapes[0], 1)), tf.constant(rand(shapes[1], 2))
-    for op in ("corr_loss", "product_loss"):
-        for reduction in ("sum", "mean", "none"):
-            got = value_and_grads(lambda x, y: getattr(ftf, op)(x, y, axis,
-                                                                 reduction=reduction), a, b,
-                                  compiled)
-            want = value_and_grads(plain(op, axis, reduction), a, b, compiled)
-            for g, w in zip(got, want):
-                np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5,
-                                           err_msg=f"{op} {reduction}")
+    # a scalar loss's upstream gradient: 1 (its gradients passed on as they are) or 2
+    for op, reduction, start in itertools.product(("corr_loss", "product_loss"),
+                                                  ("sum", "mean", "none"), (1, 2)):
+        got = value_and_grads(lambda x, y: getattr(ftf, op)(x, y, axis, reduction=reduction),
+                              a, b, compiled, start)
+        want = value_and_grads(plain(op, axis, reduction), a, b, compiled, start)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5,
+                                       err_msg=f"{op} {reduction} {start}")
     ax = list(axis) if isinstance(axis, tuple) else axis
     got = value_and_grads(lambda x, y: ftf.correlation(x, y, axis) ** 3, a, b, compiled)
     want = value_and_grads(lambda x, y: tf.reduce_sum(x * y, axis=ax) ** 3, a, b, compiled)
