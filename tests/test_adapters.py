@@ -1,6 +1,8 @@
 """fastcorr.torch and fastcorr.jax against each framework's own autodiff of the plain
 expression (torch.autograd.gradcheck in float64 too). TensorFlow's is test_tensorflow.py."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -80,6 +82,32 @@ def test_torch_requires_grad_on_one_input_only():
     np.testing.assert_allclose(c.grad, a.detach() ** 2 * c.detach(), rtol=1e-12)
     with torch.no_grad():  # nothing requires grad: the loss alone
         assert ft.corr_loss(a, b).requires_grad is False
+
+
+@pytest.mark.parametrize("op", ["corr_loss", "product_loss"])
+def test_torch_backward_of_a_loss_is_the_kept_gradients(op):
+    """loss.backward() hands on the fused pass's gradients: no pass over input-sized arrays,
+    neither a product nor zeros for the gradients' own (unused) incoming gradients, which
+    autograd fills in unless told not to (that fill once took 3x the loss itself)."""
+    a = torch.tensor(rand((4, 8, 16), 1), requires_grad=True)
+    b = torch.tensor(rand((4, 8, 16), 2), requires_grad=True)
+    loss = getattr(ft, op)(a, b, 1)
+    with torch.profiler.profile(record_shapes=True) as prof:
+        ga, gb = torch.autograd.grad(loss, (a, b))
+    passes = [(e.name, e.input_shapes) for e in prof.events()
+              if e.name in ("aten::zeros", "aten::zero_", "aten::fill_", "aten::mul")
+              and any(math.prod(s) > 1 for s in e.input_shapes if s)]
+    assert not passes  # (the seed, ones_like of the 0-d loss, is filled: one element)
+    want = torch.autograd.grad(getattr(ft, op)(a, b, 1), (a, b))
+    np.testing.assert_array_equal(ga, want[0])
+    x, y = a.detach(), b.detach()
+    if op == "corr_loss":
+        corr = (x * y).sum(1, keepdim=True)
+        np.testing.assert_allclose(ga, corr * y, rtol=1e-12)
+        np.testing.assert_allclose(gb, corr * x, rtol=1e-12)
+    else:
+        np.testing.assert_allclose(ga, x * y**2, rtol=1e-12)
+        np.testing.assert_allclose(gb, x**2 * y, rtol=1e-12)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU for torch")
