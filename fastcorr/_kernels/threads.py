@@ -263,6 +263,10 @@ def run(kernel: Callable[..., None], args: tuple[Any, ...], nchunks: int, thread
     _pool.ask(job, threads - 1)
     job.help(0)
     job.done.acquire()  # the chunks others are computing
+    # A worker not yet scheduled still has the job in its queue: it will find no chunk
+    # left, and must not keep the call's arrays alive till then (the output pool reuses
+    # a buffer only once its last reference has gone).
+    job.args = ()
     if job.error is not None:
         raise job.error
     return job.sums, job.comps
