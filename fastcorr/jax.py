@@ -28,6 +28,7 @@ import fastcorr
 
 from ._adapters import broadcast_dims, layout
 from ._docs import shared
+from ._memory import advise_huge_pages
 
 if TYPE_CHECKING:
     from jax.typing import ArrayLike
@@ -52,6 +53,9 @@ def _call(fn: Any, result: Any, *args: Any, aliases: Any = None) -> Any:
     vmap runs it once an item: fastcorr's axes are those of one."""
     def callback(ctx: Any, out: Any, *bufs: Any) -> Any:
         out = tuple(map(_array, out)) if isinstance(out, (tuple, list)) else _array(out)
+        for x in out if isinstance(out, tuple) else (out,):
+            if isinstance(x, np.ndarray):  # XLA's fresh CPU buffers: mapped 2 MiB at a time
+                advise_huge_pages(x)
         fn(*map(_array, bufs), out)
     return buffer_callback(callback, result, vmap_method="sequential",
                            input_output_aliases=aliases)(*args)

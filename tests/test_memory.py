@@ -2,13 +2,14 @@
 returned array is never written again, buffers come back only when nothing refers to them,
 the pool stays within its limit, and results are the same bits with and without it."""
 
+import mmap
 import threading
 
 import numpy as np
 import pytest
 
 import fastcorr
-from fastcorr._memory import MIN_BYTES
+from fastcorr._memory import MIN_BYTES, advise_huge_pages
 
 SHAPE = (4, 64, 64, 32)  # 2 MiB a float32 gradient: above the pool's threshold
 
@@ -133,3 +134,47 @@ def test_threads_share_the_pool(fresh_pool):
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+def _huge_kib(address):
+    """AnonHugePages of the mapping that holds address, from /proc/self/smaps."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "AnonHugePages:":
+                return int(line.split()[1])
+    return 0
+
+
+def _thp_mode():
+    """Linux's transparent huge pages: "always", "madvise", "never" (or None: not Linux)."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return None
+
+
+@pytest.mark.skipif(_thp_mode() not in ("always", "madvise"),
+                    reason="Linux transparent huge pages are off here")
+def test_foreign_buffers_are_advised_to_huge_pages():
+    """A buffer fastcorr did not allocate (XLA's outputs, for fastcorr.jax), advised before
+    the kernels first write it, is mapped in 2 MiB pages: here private anonymous mappings,
+    as malloc makes for large blocks, which nothing else advises."""
+    huge = []
+    for advised in (False, True):
+        buf = mmap.mmap(-1, 64 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        x = np.frombuffer(buf, np.uint8)
+        if advised:
+            advise_huge_pages(x)
+        x[:] = 1
+        huge.append(_huge_kib(x.__array_interface__["data"][0]))
+        del x
+        buf.close()
+    assert huge[1] > 0
+    if _thp_mode() == "madvise":  # (with "always", every such mapping gets them)
+        assert huge[0] == 0
