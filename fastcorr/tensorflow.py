@@ -78,9 +78,11 @@ def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> A
     ------
     ValueError, numpy.exceptions.AxisError
         For shapes that do not broadcast and axes out of range, when the op is built.
+    ValueError, TypeError
+        Eagerly, for what fastcorr checks when it runs (`reduction`, dtypes): fastcorr's own.
     tf.errors.InvalidArgumentError
-        For what fastcorr checks when it runs (`reduction`, dtypes), inside
-        ``tf.numpy_function``, which wraps fastcorr's error and shows its message.
+        The same inside a ``tf.function`` or a graph, where ``tf.numpy_function`` wraps
+        fastcorr's error and shows its message.
 
     See Also
     --------
@@ -175,9 +177,11 @@ def corr_loss(a: Any, b: Any, axis: Axis = -1, *, reduction: Reduction = "sum") 
     ------
     ValueError, numpy.exceptions.AxisError
         For shapes that do not broadcast and axes out of range, when the op is built.
+    ValueError, TypeError
+        Eagerly, for what fastcorr checks when it runs (`reduction`, dtypes): fastcorr's own.
     tf.errors.InvalidArgumentError
-        For what fastcorr checks when it runs (`reduction`, dtypes), inside
-        ``tf.numpy_function``, which wraps fastcorr's error and shows its message.
+        The same inside a ``tf.function`` or a graph, where ``tf.numpy_function`` wraps
+        fastcorr's error and shows its message.
 
     See Also
     --------
@@ -224,9 +228,11 @@ def product_loss(a: Any, b: Any, axis: Axis = -1, *, reduction: Reduction = "sum
     ------
     ValueError, numpy.exceptions.AxisError
         For shapes that do not broadcast and axes out of range, when the op is built.
+    ValueError, TypeError
+        Eagerly, for what fastcorr checks when it runs (`reduction`, dtypes): fastcorr's own.
     tf.errors.InvalidArgumentError
-        For what fastcorr checks when it runs (`reduction`, dtypes), inside
-        ``tf.numpy_function``, which wraps fastcorr's error and shows its message.
+        The same inside a ``tf.function`` or a graph, where ``tf.numpy_function`` wraps
+        fastcorr's error and shows its message.
 
     See Also
     --------
