@@ -167,6 +167,35 @@ def test_jax_jit_grad_against_jax(shapes, axis):
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
 
 
+def _jax_gpu():
+    jax, _ = _jax()
+    try:
+        return jax.devices("gpu")[0]
+    except RuntimeError:
+        return None
+
+
+@pytest.mark.skipif(_jax_gpu() is None, reason="needs JAX with a CUDA GPU (.ci/gpu runs it)")
+def test_jax_on_the_gpu_reads_device_buffers_in_place():
+    """On a GPU, XLA's buffers are device arrays that fastcorr's CUDA kernels read and write
+    in place: the results stay on the GPU and equal JAX's own gradients."""
+    jax, jnp = _jax()
+    from fastcorr import jax as fj
+
+    gpu = _jax_gpu()
+    a = jax.device_put(jnp.asarray(rand((4, 8, 8, 16), 1), jnp.float32), gpu)
+    b = jax.device_put(jnp.asarray(rand((4, 8, 8, 16), 2), jnp.float32), gpu)
+    for axis in (-1, 1):
+        got = jax.jit(jax.value_and_grad(lambda x, y: fj.corr_loss(x, y, axis),
+                                         argnums=(0, 1)))(a, b)
+        want = jax.value_and_grad(lambda x, y: jax_plain(jnp, "corr_loss", x, y, axis, "sum"),
+                                  argnums=(0, 1))(a, b)
+        assert all(x.devices() == {gpu} for x in (got[0], *got[1]))
+        np.testing.assert_allclose(got[0], want[0], rtol=2e-5)
+        for g, w in zip(got[1], want[1]):
+            np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+
+
 def test_adapters_take_keywords_as_fastcorr_does():
     """keepdims and reduction are keyword-only, as in fastcorr.*; a second derivative of
     fastcorr.torch raises (its backward is not itself differentiable) instead of being
