@@ -1,6 +1,6 @@
 """The `fastcorr` command: `fastcorr bench` and `fastcorr bench-volume` (fastcorr against
-NumPy and its peers, side by side), `fastcorr info` (what this installation has and can use)
-and `fastcorr stereo`."""
+NumPy and its peers, side by side), `fastcorr info` (what this installation has and can use),
+`fastcorr compile` (the CPU kernels into Numba's cache, ahead of time) and `fastcorr stereo`."""
 
 # The benchmarks' options are parsed and resolved into settings here; the workloads are
 # defined in _bench and _bench_volume, timed by _bench_run.run, and shown by _bench_render.

@@ -98,7 +98,7 @@ def test_mistakes_found_while_running_are_one_line():
 def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "fastcorr", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for command in ("bench", "bench-volume", "info", "stereo"):
+    for command in ("bench", "bench-volume", "info", "compile", "stereo"):
         assert command in out
 
 
