@@ -69,13 +69,7 @@ def correlation(a: Input, b: Input, axis: Axis = -1, *, keepdims: bool = False,
     or axes. On the CPU the sums are compensated: a sum's error is that of 64 terms at any
     length (CUDA sums in float64).
 
-    Parameters
-    ----------
-    {a_b}
-    {axis}
-    {keepdims}
-    {out}
-    {backend}
+    {Parameters: a_b axis keepdims out backend}
 
     Returns
     -------
@@ -83,19 +77,14 @@ def correlation(a: Input, b: Input, axis: Axis = -1, *, keepdims: bool = False,
         ``sum(a * b, axis)``, in the broadcast shape of `a` and `b` without the reduced axes
         (kept as length 1 if `keepdims`); `out` where given.
 
-    Raises
-    ------
-    {raises}
+    {Raises: raises}
 
     See Also
     --------
     correlation_vjp : the gradients of ``sum(grad * correlation(a, b, axis))``.
     fastcorr.reference.correlation : the plain-NumPy formulation.
 
-    Notes
-    -----
-    {dtype}
-    {where}
+    {Notes: dtype where}
 
     Examples
     --------
@@ -156,21 +145,11 @@ def correlation_vjp(a: Input, b: Input, grad: Input, axis: Axis = -1, *,
     and each gradient is summed back over the axes along which its input was broadcast.
     Both gradients are written in one pass over `a` and `b`.
 
-    Parameters
-    ----------
-    {a_b}
-    {grad}
-    {axis}
-    {out_pair}
-    {backend}
+    {Parameters: a_b grad axis out_pair backend}
 
-    Returns
-    -------
-    {grad_returns}
+    {Returns: grad_returns}
 
-    Raises
-    ------
-    {raises}
+    {Raises: raises}
 
     See Also
     --------
@@ -280,20 +259,11 @@ def corr_loss(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "su
     reduced), summed, averaged or returned per position. The correlation is never stored:
     each position's loss is accumulated as it is computed, in float64.
 
-    Parameters
-    ----------
-    {a_b}
-    {axis}
-    {reduction}
-    {backend}
+    {Parameters: a_b axis reduction backend}
 
-    Returns
-    -------
-    {loss_returns}
+    {Returns: loss_returns}
 
-    Raises
-    ------
-    {raises}
+    {Raises: raises}
 
     See Also
     --------
@@ -347,13 +317,7 @@ def corr_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduct
     the way: four array passes, the memory-traffic floor, where computing the correlation,
     the loss and the two gradients separately reads and writes each array again.
 
-    Parameters
-    ----------
-    {a_b}
-    {axis}
-    {reduction}
-    {out_pair}
-    {backend}
+    {Parameters: a_b axis reduction out_pair backend}
 
     Returns
     -------
@@ -362,9 +326,7 @@ def corr_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduct
         They are the gradients of the sum of what `loss` is (of the mean for "mean", of the
         sum of the per-position losses for "none").
 
-    Raises
-    ------
-    {raises}
+    {Raises: raises}
 
     See Also
     --------
@@ -418,20 +380,11 @@ def product_loss(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = 
     that are not reduced), then summed, averaged or returned per position. The products are
     never stored; the loss is accumulated in float64.
 
-    Parameters
-    ----------
-    {a_b}
-    {axis}
-    {reduction}
-    {backend}
+    {Parameters: a_b axis reduction backend}
 
-    Returns
-    -------
-    {loss_returns}
+    {Returns: loss_returns}
 
-    Raises
-    ------
-    {raises}
+    {Raises: raises}
 
     See Also
     --------
@@ -482,13 +435,7 @@ def product_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *,
     One pass reads `a` and `b` once, writes both gradients once and accumulates the loss on
     the way: four array passes, the memory-traffic floor.
 
-    Parameters
-    ----------
-    {a_b}
-    {axis}
-    {reduction}
-    {out_pair}
-    {backend}
+    {Parameters: a_b axis reduction out_pair backend}
 
     Returns
     -------
@@ -497,9 +444,7 @@ def product_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *,
         They are the gradients of the sum of what `loss` is (of the mean for "mean", of the
         sum of the per-position losses for "none").
 
-    Raises
-    ------
-    {raises}
+    {Raises: raises}
 
     See Also
     --------

@@ -1,13 +1,15 @@
 """Docstring fragments shared by the public functions, written once.
 
 A docstring line that holds only ``{name}`` is replaced, once at import, by the fragment of
-that name, indented as the line was (`shared`). Nothing here runs during a call.
+that name, indented as the line was; one that holds ``{Parameters: a_b axis}`` by a numpydoc
+section of those fragments (`sharing`). Nothing here runs during a call.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Callable, TypeVar
+from collections import ChainMap
+from typing import Callable, Mapping, TypeVar
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -166,16 +168,28 @@ image, are zeros and cost nothing: the kernels compute only the box of outputs a
 displacements that meet the image.""",
 }
 
-_PLACEHOLDER = re.compile(r"^( *)\{(\w+)\}$", re.M)
+# ``{name}`` alone on a line, or ``{Section: name name ...}``: a numpydoc section of those
+# fragments, header and underline included
+_PLACEHOLDER = re.compile(r"^( *)\{(?:(\w+): )?([\w ]+)\}$", re.M)
 
 
-def _indent(match: re.Match[str]) -> str:
-    pad, name = match.groups()
-    return "\n".join(pad + line if line else line for line in FRAGMENTS[name].splitlines())
+def sharing(own: Mapping[str, str] | None = None) -> Callable[[F], F]:
+    """A decorator that fills a docstring's placeholders from FRAGMENTS and `own` (a
+    module's fragments, which take precedence), once at import."""
+    fragments = ChainMap(dict(own or {}), FRAGMENTS)
+
+    def fill(match: re.Match[str]) -> str:
+        pad, section, names = match.groups()
+        text = "\n".join(fragments[name] for name in names.split())
+        if section:
+            text = f"{section}\n{'-' * len(section)}\n{text}"
+        return "\n".join(pad + line if line else line for line in text.splitlines())
+
+    def decorate(func: F) -> F:
+        if func.__doc__:  # None under python -OO
+            func.__doc__ = _PLACEHOLDER.sub(fill, func.__doc__)
+        return func
+    return decorate
 
 
-def shared(func: F) -> F:
-    """func with the fragments' placeholders in its docstring filled in (at import)."""
-    if func.__doc__:  # None under python -OO
-        func.__doc__ = _PLACEHOLDER.sub(_indent, func.__doc__)
-    return func
+shared = sharing()

@@ -332,12 +332,7 @@ def correlation_volume(a: Input, b: Input, *, max_displacement: MaxDisplacement,
     correlation layer of FlowNetC, DispNetC and PWC-Net, and TensorFlow Addons'
     CorrelationCost, in NHWC.
 
-    Parameters
-    ----------
-    {volume_a_b}
-    {volume_params}
-    {out}
-    {backend}
+    {Parameters: volume_a_b volume_params out backend}
 
     Returns
     -------
@@ -345,9 +340,7 @@ def correlation_volume(a: Input, b: Input, *, max_displacement: MaxDisplacement,
         The cost volume, displacement channels last (`out` where given), of the result
         dtype.
 
-    Raises
-    ------
-    {volume_raises}
+    {Raises: volume_raises}
 
     See Also
     --------
@@ -355,9 +348,7 @@ def correlation_volume(a: Input, b: Input, *, max_displacement: MaxDisplacement,
     correlation_volume_loss_and_grad : ``0.5 * ||volume||**2`` and its gradients, fused.
     fastcorr.reference.correlation_volume : the plain-NumPy formulation.
 
-    Notes
-    -----
-    {volume_formula}
+    {Notes: volume_formula}
 
     Windows above kernel_size 1 that overlap are not recomputed: the kernel_size=1 volume
     over the pixels the windows read is computed once into a scratch array, and the windows
@@ -433,29 +424,17 @@ def correlation_volume_vjp(a: Input, b: Input, grad: Input, *,
     gradient of every output and displacement that read it, so there are no atomics and no
     races.
 
-    Parameters
-    ----------
-    {volume_a_b}
-    {volume_grad}
-    {volume_params}
-    {out_pair}
-    {backend}
+    {Parameters: volume_a_b volume_grad volume_params out_pair backend}
 
-    Returns
-    -------
-    {grad_returns}
+    {Returns: grad_returns}
 
-    Raises
-    ------
-    {volume_raises}
+    {Raises: volume_raises}
 
     See Also
     --------
     correlation_volume : the forward pass.
 
-    Notes
-    -----
-    {volume_formula}
+    {Notes: volume_formula}
 
     {dtype}
     {where}
@@ -519,12 +498,7 @@ def correlation_volume_loss(a: Input, b: Input, *, max_displacement: MaxDisplace
     above it, the kernel_size=1 volume over the pixels the windows read is a scratch
     array, whose window sums are the volume.
 
-    Parameters
-    ----------
-    {volume_a_b}
-    {volume_params}
-    {volume_reduction}
-    {backend}
+    {Parameters: volume_a_b volume_params volume_reduction backend}
 
     Returns
     -------
@@ -533,17 +507,13 @@ def correlation_volume_loss(a: Input, b: Input, *, max_displacement: MaxDisplace
         array of the inputs' library (device inputs: nothing waits for the GPU until
         ``float(loss)``); for "none", an array of the volume's shape ``(N, Ho, Wo, D)``.
 
-    Raises
-    ------
-    {volume_raises}
+    {Raises: volume_raises}
 
     See Also
     --------
     correlation_volume_loss_and_grad : the loss with its gradients, fused.
 
-    Notes
-    -----
-    {volume_formula}
+    {Notes: volume_formula}
 
     {dtype}
     {where}
@@ -607,13 +577,7 @@ def correlation_volume_loss_and_grad(a: Input, b: Input, *,
     above 1, or CUDA) each volume value is computed once into a scratch volume, which the
     gradients then read.
 
-    Parameters
-    ----------
-    {volume_a_b}
-    {volume_params}
-    {volume_reduction}
-    {out_pair}
-    {backend}
+    {Parameters: volume_a_b volume_params volume_reduction out_pair backend}
 
     Returns
     -------
@@ -624,18 +588,14 @@ def correlation_volume_loss_and_grad(a: Input, b: Input, *,
         sum of the per-element losses for "none"): the VJP with the volume (divided by its
         number of elements for "mean") as the upstream gradient.
 
-    Raises
-    ------
-    {volume_raises}
+    {Raises: volume_raises}
 
     See Also
     --------
     correlation_volume_loss : the loss alone.
     correlation_volume_vjp : the gradients for any upstream gradient.
 
-    Notes
-    -----
-    {volume_formula}
+    {Notes: volume_formula}
 
     {dtype}
     {where}

@@ -27,13 +27,31 @@ from jax.experimental.buffer_callback import buffer_callback
 import fastcorr
 
 from ._adapters import broadcast_dims, layout
-from ._docs import shared
+from ._docs import sharing
 from ._memory import advise_huge_pages
 
 if TYPE_CHECKING:
     from jax.typing import ArrayLike
 
     from ._typing import Axis, Reduction
+
+# this module's docstring fragments, beside fastcorr._docs's
+_DOCS = {
+    "a_b": """\
+a, b : jax.Array or array_like
+    The inputs, broadcast against each other; fastcorr reads XLA's own CPU buffers in
+    place (``jax.experimental.buffer_callback``).""",
+    "raises": """\
+ValueError, numpy.exceptions.AxisError
+    For shapes that do not broadcast and axes out of range, when the call is traced.
+jax.errors.JaxRuntimeError
+    For what fastcorr checks when it runs (`reduction`, dtypes), inside the callback:
+    JAX wraps fastcorr's ValueError or TypeError, whose message it shows.""",
+    "loss_returns": """\
+jax.Array
+    The loss: 0-d for "sum" and "mean", the per-position losses for "none".""",
+}
+shared = sharing(_DOCS)
 
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
@@ -168,13 +186,7 @@ def correlation(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, keepdims: bool =
     A ``jax.custom_vjp`` whose forward pass is `fastcorr.correlation` and whose backward is
     `fastcorr.correlation_vjp`, usable under ``jax.jit``, ``jax.grad`` and ``jax.vmap``.
 
-    Parameters
-    ----------
-    a, b : jax.Array or array_like
-        The inputs, broadcast against each other; fastcorr reads XLA's own CPU buffers in
-        place (``jax.experimental.buffer_callback``).
-    {axis}
-    {keepdims}
+    {Parameters: a_b axis keepdims}
 
     Returns
     -------
@@ -182,13 +194,7 @@ def correlation(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, keepdims: bool =
         The correlation, of ``jnp.result_type(a, b)``, without the reduced axes (kept as
         length 1 if `keepdims`).
 
-    Raises
-    ------
-    ValueError, numpy.exceptions.AxisError
-        For shapes that do not broadcast and axes out of range, when the call is traced.
-    jax.errors.JaxRuntimeError
-        For what fastcorr checks when it runs (`reduction`, dtypes), inside the callback:
-        JAX wraps fastcorr's ValueError or TypeError, whose message it shows.
+    {Raises: raises}
 
     See Also
     --------
@@ -218,26 +224,11 @@ def corr_loss(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, reduction: Reducti
     place where the incoming gradient is not 1. Not differentiated, the loss is computed
     alone.
 
-    Parameters
-    ----------
-    a, b : jax.Array or array_like
-        The inputs, broadcast against each other; fastcorr reads XLA's own CPU buffers in
-        place (``jax.experimental.buffer_callback``).
-    {axis}
-    {reduction}
+    {Parameters: a_b axis reduction}
 
-    Returns
-    -------
-    jax.Array
-        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+    {Returns: loss_returns}
 
-    Raises
-    ------
-    ValueError, numpy.exceptions.AxisError
-        For shapes that do not broadcast and axes out of range, when the call is traced.
-    jax.errors.JaxRuntimeError
-        For what fastcorr checks when it runs (`reduction`, dtypes), inside the callback:
-        JAX wraps fastcorr's ValueError or TypeError, whose message it shows.
+    {Raises: raises}
 
     See Also
     --------
@@ -271,26 +262,11 @@ def product_loss(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, reduction: Redu
     gradients on, scaled in place where the incoming gradient is not 1. Not differentiated,
     the loss is computed alone.
 
-    Parameters
-    ----------
-    a, b : jax.Array or array_like
-        The inputs, broadcast against each other; fastcorr reads XLA's own CPU buffers in
-        place (``jax.experimental.buffer_callback``).
-    {axis}
-    {reduction}
+    {Parameters: a_b axis reduction}
 
-    Returns
-    -------
-    jax.Array
-        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+    {Returns: loss_returns}
 
-    Raises
-    ------
-    ValueError, numpy.exceptions.AxisError
-        For shapes that do not broadcast and axes out of range, when the call is traced.
-    jax.errors.JaxRuntimeError
-        For what fastcorr checks when it runs (`reduction`, dtypes), inside the callback:
-        JAX wraps fastcorr's ValueError or TypeError, whose message it shows.
+    {Raises: raises}
 
     See Also
     --------

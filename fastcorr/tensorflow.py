@@ -27,10 +27,29 @@ import tensorflow as tf
 import fastcorr
 
 from ._adapters import broadcast_dims, layout
-from ._docs import shared
+from ._docs import sharing
 
 if TYPE_CHECKING:
     from ._typing import Axis, Reduction
+
+# this module's docstring fragments, beside fastcorr._docs's
+_DOCS = {
+    "a_b": """\
+a, b : tf.Tensor or array_like
+    The inputs, broadcast against each other, of one dtype.""",
+    "raises": """\
+ValueError, numpy.exceptions.AxisError
+    For shapes that do not broadcast and axes out of range, when the op is built.
+ValueError, TypeError
+    Eagerly, for what fastcorr checks when it runs (`reduction`, dtypes): fastcorr's own.
+tf.errors.InvalidArgumentError
+    The same inside a ``tf.function`` or a graph, where ``tf.numpy_function`` wraps
+    fastcorr's error and shows its message.""",
+    "loss_returns": """\
+tf.Tensor
+    The loss: 0-d for "sum" and "mean", the per-position losses for "none".""",
+}
+shared = sharing(_DOCS)
 
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
@@ -61,12 +80,7 @@ def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> A
     backward is `fastcorr.correlation_vjp`, computed on the CPU through
     ``tf.numpy_function``: eagerly, inside ``tf.function`` and in graph mode.
 
-    Parameters
-    ----------
-    a, b : tf.Tensor or array_like
-        The inputs, broadcast against each other, of one dtype.
-    {axis}
-    {keepdims}
+    {Parameters: a_b axis keepdims}
 
     Returns
     -------
@@ -74,15 +88,7 @@ def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> A
         The correlation, of `a`'s dtype, without the reduced axes (kept as length 1 if
         `keepdims`).
 
-    Raises
-    ------
-    ValueError, numpy.exceptions.AxisError
-        For shapes that do not broadcast and axes out of range, when the op is built.
-    ValueError, TypeError
-        Eagerly, for what fastcorr checks when it runs (`reduction`, dtypes): fastcorr's own.
-    tf.errors.InvalidArgumentError
-        The same inside a ``tf.function`` or a graph, where ``tf.numpy_function`` wraps
-        fastcorr's error and shows its message.
+    {Raises: raises}
 
     See Also
     --------
@@ -161,27 +167,11 @@ def corr_loss(a: Any, b: Any, axis: Axis = -1, *, reduction: Reduction = "sum") 
     `fastcorr.corr_loss_and_grad`, on the CPU through ``tf.numpy_function``; the backward
     pass scales the kept gradients by the incoming one.
 
-    Parameters
-    ----------
-    a, b : tf.Tensor or array_like
-        The inputs, broadcast against each other, of one dtype.
-    {axis}
-    {reduction}
+    {Parameters: a_b axis reduction}
 
-    Returns
-    -------
-    tf.Tensor
-        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+    {Returns: loss_returns}
 
-    Raises
-    ------
-    ValueError, numpy.exceptions.AxisError
-        For shapes that do not broadcast and axes out of range, when the op is built.
-    ValueError, TypeError
-        Eagerly, for what fastcorr checks when it runs (`reduction`, dtypes): fastcorr's own.
-    tf.errors.InvalidArgumentError
-        The same inside a ``tf.function`` or a graph, where ``tf.numpy_function`` wraps
-        fastcorr's error and shows its message.
+    {Raises: raises}
 
     See Also
     --------
@@ -212,27 +202,11 @@ def product_loss(a: Any, b: Any, axis: Axis = -1, *, reduction: Reduction = "sum
     `fastcorr.product_loss_and_grad`, on the CPU through ``tf.numpy_function``; the backward
     pass scales the kept gradients by the incoming one.
 
-    Parameters
-    ----------
-    a, b : tf.Tensor or array_like
-        The inputs, broadcast against each other, of one dtype.
-    {axis}
-    {reduction}
+    {Parameters: a_b axis reduction}
 
-    Returns
-    -------
-    tf.Tensor
-        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+    {Returns: loss_returns}
 
-    Raises
-    ------
-    ValueError, numpy.exceptions.AxisError
-        For shapes that do not broadcast and axes out of range, when the op is built.
-    ValueError, TypeError
-        Eagerly, for what fastcorr checks when it runs (`reduction`, dtypes): fastcorr's own.
-    tf.errors.InvalidArgumentError
-        The same inside a ``tf.function`` or a graph, where ``tf.numpy_function`` wraps
-        fastcorr's error and shows its message.
+    {Raises: raises}
 
     See Also
     --------

@@ -23,10 +23,28 @@ from torch.autograd.function import once_differentiable
 import fastcorr
 
 from ._adapters import broadcast_dims, layout
-from ._docs import shared
+from ._docs import sharing
 
 if TYPE_CHECKING:
     from ._typing import Axis, Reduction
+
+# this module's docstring fragments, beside fastcorr._docs's
+_DOCS = {
+    "a_b": """\
+a, b : torch.Tensor
+    The inputs, broadcast against each other; CPU tensors are read as NumPy views, CUDA
+    tensors through ``__cuda_array_interface__`` on the current stream (no copies).
+    Either or both may require grad.""",
+    "loss_returns": """\
+torch.Tensor
+    The loss: 0-d for "sum" and "mean", the per-position losses for "none".""",
+    "raises": """\
+ValueError, numpy.exceptions.AxisError, TypeError
+    As the fastcorr function of the same name raises them; for a loss, the message names
+    the fastcorr function that ran (``corr_loss_and_grad``, say, where gradients are
+    computed).""",
+}
+shared = sharing(_DOCS)
 
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
@@ -152,14 +170,7 @@ def correlation(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *, keepdims: 
     A ``torch.autograd.Function``: the forward pass is `fastcorr.correlation`, the backward
     `fastcorr.correlation_vjp` (once differentiable: a second derivative raises).
 
-    Parameters
-    ----------
-    a, b : torch.Tensor
-        The inputs, broadcast against each other; CPU tensors are read as NumPy views, CUDA
-        tensors through ``__cuda_array_interface__`` on the current stream (no copies).
-        Either or both may require grad.
-    {axis}
-    {keepdims}
+    {Parameters: a_b axis keepdims}
 
     Returns
     -------
@@ -167,10 +178,7 @@ def correlation(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *, keepdims: 
         The correlation, on the inputs' device, without the reduced axes (kept as length 1
         if `keepdims`).
 
-    Raises
-    ------
-    ValueError, numpy.exceptions.AxisError, TypeError
-        As `fastcorr.correlation` raises them.
+    {Raises: raises}
 
     See Also
     --------
@@ -205,24 +213,11 @@ def corr_loss(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *,
     kept; the backward pass scales them by the incoming gradient (``loss.backward()`` uses
     them as they are). Otherwise the loss is computed alone.
 
-    Parameters
-    ----------
-    a, b : torch.Tensor
-        The inputs, broadcast against each other; CPU tensors are read as NumPy views, CUDA
-        tensors through ``__cuda_array_interface__`` on the current stream (no copies).
-    {axis}
-    {reduction}
+    {Parameters: a_b axis reduction}
 
-    Returns
-    -------
-    torch.Tensor
-        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+    {Returns: loss_returns}
 
-    Raises
-    ------
-    ValueError, numpy.exceptions.AxisError, TypeError
-        As `fastcorr.corr_loss` raises them; the message names the fastcorr function that
-        ran (``corr_loss_and_grad`` where gradients are computed).
+    {Raises: raises}
 
     See Also
     --------
@@ -255,24 +250,11 @@ def product_loss(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *,
     are kept; the backward pass scales them by the incoming gradient. Otherwise the loss is
     computed alone.
 
-    Parameters
-    ----------
-    a, b : torch.Tensor
-        The inputs, broadcast against each other; CPU tensors are read as NumPy views, CUDA
-        tensors through ``__cuda_array_interface__`` on the current stream (no copies).
-    {axis}
-    {reduction}
+    {Parameters: a_b axis reduction}
 
-    Returns
-    -------
-    torch.Tensor
-        The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+    {Returns: loss_returns}
 
-    Raises
-    ------
-    ValueError, numpy.exceptions.AxisError, TypeError
-        As `fastcorr.product_loss` raises them; the message names the fastcorr function that
-        ran (``product_loss_and_grad`` where gradients are computed).
+    {Raises: raises}
 
     See Also
     --------

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._docs import sharing
+
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
@@ -35,6 +37,18 @@ def max_threads() -> int:
 
     return config.NUMBA_NUM_THREADS  # type: ignore[attr-defined, no-any-return]
 
+
+_shared = sharing({
+    "n": """\
+n : int
+    The number of threads, ``1 <= n <= NUMBA_NUM_THREADS`` (by default the number of
+    cores).""",
+    "n_raises": """\
+TypeError
+    If `n` is not an int (bools included).
+ValueError
+    If `n` is out of range.""",
+})
 
 _default: int | None = None  # set_num_threads; None: max_threads()
 _local = threading.local()  # the thread count inside a `num_threads` block of this thread
@@ -81,24 +95,16 @@ def get_num_threads() -> int:
     return n if n is not None else (_default or max_threads())
 
 
+@_shared
 def set_num_threads(n: int) -> None:
     """Use at most `n` threads for the CPU kernels' calls.
 
     The default for every thread of the process that does not say otherwise with
     `num_threads`.
 
-    Parameters
-    ----------
-    n : int
-        The number of threads, ``1 <= n <= NUMBA_NUM_THREADS`` (by default the number of
-        cores).
+    {Parameters: n}
 
-    Raises
-    ------
-    TypeError
-        If `n` is not an int (bools included).
-    ValueError
-        If `n` is out of range.
+    {Raises: n_raises}
 
     See Also
     --------
@@ -123,23 +129,16 @@ def set_num_threads(n: int) -> None:
 
 
 @contextlib.contextmanager
+@_shared
 def num_threads(n: int) -> Iterator[None]:
     """A context manager: within the block, calls from this thread use at most `n` threads.
 
     Thread-local: other threads keep their own setting, and the setting before the block
     comes back after it. Dask tasks run with 1 (Dask supplies the parallelism).
 
-    Parameters
-    ----------
-    n : int
-        The number of threads, ``1 <= n <= NUMBA_NUM_THREADS``.
+    {Parameters: n}
 
-    Raises
-    ------
-    TypeError
-        If `n` is not an int (bools included).
-    ValueError
-        If `n` is out of range.
+    {Raises: n_raises}
 
     See Also
     --------
