@@ -161,31 +161,18 @@ def _box_kernel(rows, out, geo, scale, total):
 
 
 @cuda.jit
-def _cols_t_kernel(g, cols, geo):
-    """cols[n, oy, x, k] = the sum of g[n, oy] over the outputs whose window column holds x."""
-    N, Ho, Wd, D = cols.shape
-    Wo, ox0, s1, kr = geo[1], geo[3], geo[4], geo[5]
-    for i in range(cuda.grid(1), N * Ho * Wd * D, cuda.gridsize(1)):
-        n, oy, x, k = _unravel(i, Ho, Wd, D)
-        ox_lo, ox_hi = _outputs(x, kr, ox0, s1, Wo)
-        v = 0.0
-        for ox in range(ox_lo, ox_hi):
-            v += g[n, oy, ox, k]
-        cols[n, oy, x, k] = v
-
-
-@cuda.jit
-def _box_t_kernel(cols, out, geo):
-    """out[n, y, x, k] = the sum of cols over the output rows whose window holds y."""
-    N, Hd, Wd, D = out.shape
-    Ho, oy0, s1, kr = geo[0], geo[2], geo[4], geo[5]
+def _spread_kernel(src, dst, axis, No, o0, s1, kr):
+    """dst[n, y, x, k] = the sum of src over the outputs along `axis` (1: rows, 2: columns;
+    No of them, the first centred at o0) whose window holds that row or column: the
+    transpose of one pass of the window sums."""
+    N, Hd, Wd, D = dst.shape
     for i in range(cuda.grid(1), N * Hd * Wd * D, cuda.gridsize(1)):
         n, y, x, k = _unravel(i, Hd, Wd, D)
-        oy_lo, oy_hi = _outputs(y, kr, oy0, s1, Ho)
+        lo, hi = _outputs(y if axis == 1 else x, kr, o0, s1, No)
         v = 0.0
-        for oy in range(oy_lo, oy_hi):
-            v += cols[n, oy, x, k]
-        out[n, y, x, k] = v
+        for o in range(lo, hi):
+            v += src[n, o, x, k] if axis == 1 else src[n, y, o, k]
+        dst[n, y, x, k] = v
 
 
 # --------------------------------------------------------------------------- the contract
@@ -222,8 +209,9 @@ def volume_box(s, out, geo, scale, total, stream=0):
 
 def volume_box_t(g, out, geo, stream=0):
     cols = _between(g, geo, out.shape[2], stream)
-    _cols_t_kernel[grid(cols.size) + (stream,)](g, cols, geo)
-    _box_t_kernel[grid(math.prod(out.shape)) + (stream,)](cols, out, geo)
+    _spread_kernel[grid(cols.size) + (stream,)](g, cols, 2, geo.Wo, geo.ox0, geo.s1, geo.kr)
+    _spread_kernel[grid(math.prod(out.shape)) + (stream,)](cols, out, 1, geo.Ho, geo.oy0,
+                                                           geo.s1, geo.kr)
 
 
 # A thread a gradient element would recompute each volume value it needs, C times the
