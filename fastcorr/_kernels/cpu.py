@@ -529,7 +529,8 @@ def corr_loss_grad(a, b, scale, pos, ga, gb, total):
 
 def _corr_loss_grad(a, b, scale, pos, ga, gb):
     P, R, Q = a.shape
-    parallel, S, QB, nchunks = _plan(a.shape, a.itemsize, fused=True)
+    # without gradients there is no second pass to keep tiles in cache for: the longest runs
+    parallel, S, QB, nchunks = _plan(a.shape, a.itemsize, fused=ga is not None)
     if S > 1:
         # Too few positions to keep the threads busy: sum over R in parallel segments, then
         # write the gradients in a second pass (the data cannot stay in cache between them).
@@ -592,7 +593,7 @@ def serial_plan(op, prq, dtype, scale=1.0):
     VJP, and run(a, b, ga, gb) -> loss for the losses (empty ga, gb: no gradients). The API
     keeps these per call signature, so a repeated small call skips the planning."""
     P, R, Q = prq
-    _, S, QB, _ = _plan(prq, dtype.itemsize, fused=op.startswith("corr_loss"))
+    _, S, QB, _ = _plan(prq, dtype.itemsize, fused=op == "corr_loss_and_grad")
     rows, k = Q == 1, lambda name: _KERNELS[("rows_" if Q == 1 else "strided_") + name]
     if op == "correlation":
         kern = k("dot")
