@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit
 
 from . import threads
+from .stream import address, run_product, streams
 
 # reassoc lets LLVM vectorise the blocked float sums; contract allows fused multiply-adds.
 # Both change results only by float rounding; nothing here assumes finite values, so NaN and
@@ -197,6 +198,25 @@ def _scaled_run(w, x, y, gx, gy):
 
 
 @njit(**INLINE)
+def _scaled_tile(w, a, b, ga, gb, p, r0, r1, q0, q1, stream):
+    """ga[p, r, q0:q1] <- w[:n] * b[p, r, q0:q1] and gb likewise from a, for rows [r0, r1).
+    With stream (C-contiguous arrays, stream.py) the stores are non-temporal, and the runs
+    are given by byte address, not by slice."""
+    n = q1 - q0
+    if stream:
+        R, Q = a.shape[1], a.shape[2]
+        like = a.dtype.type(0)
+        for r in range(r0, r1):
+            off = ((p * R + r) * Q + q0) * a.itemsize
+            run_product(address(ga) + off, address(b) + off, address(w), n, like)
+            run_product(address(gb) + off, address(a) + off, address(w), n, like)
+    else:
+        for r in range(r0, r1):
+            _scaled_run(w[:n], a[p, r, q0:q1], b[p, r, q0:q1], ga[p, r, q0:q1],
+                        gb[p, r, q0:q1])
+
+
+@njit(**INLINE)
 def _cols(a, b, ga, gb, p, r0, r1, q0, q1, scale, square, acc, tot, cmp):
     """Column sums over rows [r0, r1) of a[p] * b[p] (square: of (a*b)**2, writing the product
     loss gradients unless ga is empty), for columns [q0, q1), into float64 tot[:q1 - q0].
@@ -332,9 +352,10 @@ def strided_dot(a, b, out, QB, sums, comps, c0, c1, nchunks):
             out[p, k, q0:q1] = tot[:q1 - q0]
 
 
-def strided_corr_grad(a, b, pos, ga, gb, scale, QB, sums, comps, c0, c1, nchunks):
+def strided_corr_grad(a, b, pos, ga, gb, scale, QB, stream, sums, comps, c0, c1, nchunks):
     """Fused corr loss over (P, R, Q); see rows_corr_grad. A tile is sized to stay in cache
-    between the pass that sums it and the pass that writes its gradients."""
+    between the pass that sums it and the pass that writes its gradients, which stream where
+    the launcher says (stream.py)."""
     P, R, Q = a.shape
     nqb = -(-Q // QB)
     ntiles = P * nqb
@@ -356,9 +377,7 @@ def strided_corr_grad(a, b, pos, ga, gb, scale, QB, sums, comps, c0, c1, nchunks
                 s, e = neumaier(s, e, 0.5 * d * d)
                 w[i] = scale * d
             if ga.size:
-                for r in range(R):
-                    _scaled_run(w[:n], a[p, r, q0:q1], b[p, r, q0:q1], ga[p, r, q0:q1],
-                                gb[p, r, q0:q1])
+                _scaled_tile(w, a, b, ga, gb, p, 0, R, q0, q1, stream)
         sums[c] = s
         comps[c] = e
 
@@ -385,8 +404,9 @@ def strided_product(a, b, pos, ga, gb, scale, S, QB, sums, comps, c0, c1, nchunk
         comps[c] = e
 
 
-def strided_vjp(a, b, g, ga, gb, S, QB, sums, comps, c0, c1, nchunks):
-    """ga[p, :, q] = g[p, q] * b[p, :, q], gb[p, :, q] = g[p, q] * a[p, :, q]."""
+def strided_vjp(a, b, g, ga, gb, S, QB, stream, sums, comps, c0, c1, nchunks):
+    """ga[p, :, q] = g[p, q] * b[p, :, q], gb[p, :, q] = g[p, q] * a[p, :, q], streamed where
+    the launcher says."""
     P, R, Q = a.shape
     nqb = -(-Q // QB)
     ntiles = P * S * nqb
@@ -398,9 +418,7 @@ def strided_vjp(a, b, g, ga, gb, S, QB, sums, comps, c0, c1, nchunks):
             n = q1 - q0
             for i in range(n):
                 w[i] = g[p, q0 + i]
-            for r in range(r0, r1):
-                _scaled_run(w[:n], a[p, r, q0:q1], b[p, r, q0:q1], ga[p, r, q0:q1],
-                            gb[p, r, q0:q1])
+            _scaled_tile(w, a, b, ga, gb, p, r0, r1, q0, q1, stream)
 
 
 _KERNELS = {}
@@ -532,7 +550,8 @@ def correlation_vjp(a, b, g, ga, gb):
         args = (_rows(a), _rows(b), g[:, 0], _rows(ga), _rows(gb), S, nchunks)
         launch("rows_vjp", parallel, *args)
     else:
-        launch("strided_vjp", parallel, a, b, g, ga, gb, S, QB, nchunks)
+        stream = streams(ga, b) and streams(gb, a)
+        launch("strided_vjp", parallel, a, b, g, ga, gb, S, QB, stream, nchunks)
 
 
 def corr_loss_grad(a, b, scale, pos, ga, gb, total):
@@ -557,7 +576,9 @@ def _corr_loss_grad(a, b, scale, pos, ga, gb):
     if Q > 1:
         pos = _unwanted(_F64, 2) if pos is None else pos
         ga, gb = (_unwanted(a.dtype, 3),) * 2 if ga is None else (ga, gb)
-        return launch("strided_corr_grad", parallel, a, b, pos, ga, gb, scale, QB, nchunks)
+        stream = streams(ga, b) and streams(gb, a)
+        return launch("strided_corr_grad", parallel, a, b, pos, ga, gb, scale, QB, stream,
+                      nchunks)
     pos = _unwanted(_F64, 1) if pos is None else pos[:, 0]
     ga, gb = (_unwanted(a.dtype, 2),) * 2 if ga is None else (_rows(ga), _rows(gb))
     return launch("rows_corr_grad", parallel, _rows(a), _rows(b), pos, ga, gb, scale, nchunks)
@@ -618,14 +639,14 @@ def serial_plan(op, prq, dtype, scale=1.0):
         kern = k("vjp")
         if rows:
             return (P, R), lambda a, b, g, ga, gb: kern(a, b, g[:, 0], ga, gb, 1, *_NO_SUMS)
-        return prq, lambda a, b, g, ga, gb: kern(a, b, g, ga, gb, 1, QB, *_NO_SUMS)
+        return prq, lambda a, b, g, ga, gb: kern(a, b, g, ga, gb, 1, QB, False, *_NO_SUMS)
     if op.startswith("corr_loss"):
         kern = k("corr_grad")
         if rows:
             pos = _unwanted(_F64, 1)
             return (P, R), lambda a, b, ga, gb: _serial(kern, a, b, pos, ga, gb, scale)
         pos = _unwanted(_F64, 2)
-        return prq, lambda a, b, ga, gb: _serial(kern, a, b, pos, ga, gb, scale, QB)
+        return prq, lambda a, b, ga, gb: _serial(kern, a, b, pos, ga, gb, scale, QB, False)
     kern = k("product")
     if not rows:
         part = _unwanted(_F64, 3)
