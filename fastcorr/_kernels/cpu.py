@@ -19,13 +19,14 @@ pool of `threads` runs chunks on as many threads as a call may use.
 """
 
 import math
+import types
 from functools import lru_cache
 
 import numpy as np
 from numba import njit
 
 from . import threads
-from .stream import address, run_product, streams
+from .vectors import LINE, address, line_dot, line_scale, run_product, streams
 
 # reassoc lets LLVM vectorise the blocked float sums; contract allows fused multiply-adds.
 # Both change results only by float rounding; nothing here assumes finite values, so NaN and
@@ -42,6 +43,13 @@ MIN_RUN = 1024
 MAX_RUN = 1 << 16
 FLAT_RUN = 1 << 14  # segment of an elementwise problem taken as one long row
 PARALLEL_MIN = 1 << 16  # elements; below this one thread is faster
+# Fixed True in the rows kernels' "_short" variants (_short_rows): rows of one cache line or
+# less, whose loops would run scalar, go through one masked vector each (vectors.py).
+SHORT_ROWS = False
+# Rows this short (bytes) or shorter store their gradients with the scalar loop even then:
+# masked stores cost more than four scalar ones (the fused corr loss at C = 3 and 4 float32
+# measured 0.9x with them, 1.15-1.45x without).
+MASKED_STORE_MIN = 16
 
 
 # --------------------------------------------------------------------------- helpers
@@ -198,6 +206,28 @@ def _scaled_run(w, x, y, gx, gy):
 
 
 @njit(**INLINE)
+def _row_dot(a, b, p, line):
+    """_dot of row p of 2-D a and b; with line (rows of one cache line or less, unit stride),
+    as one masked vector (vectors.py)."""
+    if line:
+        return np.float64(line_dot(address(a) + p * a.strides[0], address(b) + p * b.strides[0],
+                                   a.dtype.type(0), a.shape[1]))
+    return _dot(a[p], b[p])
+
+
+@njit(**INLINE)
+def _row_scaled(w, a, b, ga, gb, p, line):
+    """_scaled of row p; with line, as one masked vector each (rows above MASKED_STORE_MIN
+    bytes)."""
+    if line and a.shape[1] * a.itemsize > MASKED_STORE_MIN:
+        R = a.shape[1]
+        line_scale(address(ga) + p * ga.strides[0], address(b) + p * b.strides[0], w, R)
+        line_scale(address(gb) + p * gb.strides[0], address(a) + p * a.strides[0], w, R)
+    else:
+        _scaled(w, a[p], b[p], ga[p], gb[p])
+
+
+@njit(**INLINE)
 def _scaled_tile(w, a, b, ga, gb, p, r0, r1, q0, q1, stream):
     """ga[p, r, q0:q1] <- w[:n] * b[p, r, q0:q1] and gb likewise from a, for rows [r0, r1).
     With stream (C-contiguous arrays, stream.py) the stores are non-temporal, and the runs
@@ -295,7 +325,7 @@ def rows_dot(a, b, out, sums, comps, c0, c1, nchunks):
         lo, hi = bounds(c, nchunks, P * S)
         if S == 1:
             for p in range(lo, hi):
-                out[p, 0] = _dot(a[p], b[p])
+                out[p, 0] = _row_dot(a, b, p, SHORT_ROWS)
         else:
             for t in range(lo, hi):
                 p, k, r0, r1 = _segment(t, S, seg, R)
@@ -310,11 +340,11 @@ def rows_corr_grad(a, b, pos, ga, gb, scale, sums, comps, c0, c1, nchunks):
         s = 0.0
         e = 0.0
         for p in range(lo, hi):
-            d = _dot(a[p], b[p])
+            d = _row_dot(a, b, p, SHORT_ROWS)
             if pos.size:
                 pos[p] = d
             if ga.size:
-                _scaled(a.dtype.type(scale * d), a[p], b[p], ga[p], gb[p])
+                _row_scaled(a.dtype.type(scale * d), a, b, ga, gb, p, SHORT_ROWS)
             s, e = neumaier(s, e, 0.5 * d * d)
         sums[c] = s
         comps[c] = e
@@ -350,7 +380,11 @@ def rows_vjp(a, b, g, ga, gb, S, sums, comps, c0, c1, nchunks):
         lo, hi = bounds(c, nchunks, P * S)
         for t in range(lo, hi):
             p, _, r0, r1 = _segment(t, S, seg, R)
-            _scaled(a.dtype.type(g[p]), a[p, r0:r1], b[p, r0:r1], ga[p, r0:r1], gb[p, r0:r1])
+            if SHORT_ROWS:  # S == 1
+                _row_scaled(a.dtype.type(g[p]), a, b, ga, gb, p, True)
+            else:
+                _scaled(a.dtype.type(g[p]), a[p, r0:r1], b[p, r0:r1], ga[p, r0:r1],
+                        gb[p, r0:r1])
 
 
 def strided_dot(a, b, out, QB, sums, comps, c0, c1, nchunks):
@@ -448,11 +482,23 @@ def register(*fns):
         _KERNELS[fn.__name__] = njit(fastmath=FASTMATH, **OPTIONS)(fn)
 
 
+def _short_rows(fn):
+    """fn again as fn.__name__ + "_short", compiled with SHORT_ROWS true. A constant folds its
+    branches away before LLVM vectorises; passed as an argument, the flag made the rows
+    kernels' ordinary path 1.15-1.25x slower. Its own name gives it its own cache entries."""
+    name = fn.__name__ + "_short"
+    short = types.FunctionType(fn.__code__.replace(co_name=name, co_qualname=name),
+                               dict(fn.__globals__, SHORT_ROWS=True), name)
+    short.__qualname__ = name
+    return short
+
+
 register(
     rows_dot,
     rows_corr_grad,
     rows_product,
     rows_vjp,
+    *map(_short_rows, (rows_dot, rows_corr_grad, rows_vjp)),
     strided_dot,
     strided_corr_grad,
     strided_product,
@@ -521,6 +567,14 @@ def _rows(x):
     return x[:, :, 0]
 
 
+def _short(kernel, S, *rows):
+    """The rows kernel for 2-D (P, R) rows: its SHORT_ROWS variant for rows of one cache line
+    or less, unit stride, not split into segments."""
+    short = S == 1 and rows[0].shape[1] * rows[0].itemsize <= LINE and all(
+        x.strides[1] == x.itemsize for x in rows if x.size)
+    return kernel + "_short" if short else kernel
+
+
 # --------------------------------------------------------------------------- the contract
 # a, b: (P, R, Q) arrays of one float dtype, any strides. Outputs are C-contiguous arrays
 # allocated by the caller; pos and the gradients may be None when not wanted; losses are
@@ -533,7 +587,8 @@ def _partials(a, b, out=None):
     parallel, S, QB, nchunks = _plan(a.shape, a.itemsize)
     part = out[:, None, :] if out is not None and S == 1 else np.empty((P, S, Q))
     if Q == 1:
-        launch("rows_dot", parallel, _rows(a), _rows(b), _rows(part), nchunks)
+        ra, rb = _rows(a), _rows(b)
+        launch(_short("rows_dot", S, ra, rb), parallel, ra, rb, _rows(part), nchunks)
     else:
         launch("strided_dot", parallel, a, b, part, QB, nchunks)
     return part, S
@@ -564,8 +619,9 @@ def correlation_vjp(a, b, g, ga, gb):
         return
     parallel, S, QB, nchunks = _plan(a.shape, a.itemsize)
     if a.shape[2] == 1:
-        args = (_rows(a), _rows(b), g[:, 0], _rows(ga), _rows(gb), S, nchunks)
-        launch("rows_vjp", parallel, *args)
+        rows = (_rows(a), _rows(b), _rows(ga), _rows(gb))
+        launch(_short("rows_vjp", S, *rows), parallel, rows[0], rows[1], g[:, 0], rows[2],
+               rows[3], S, nchunks)
     else:
         stream = streams(ga, b) and streams(gb, a)
         launch("strided_vjp", parallel, a, b, g, ga, gb, S, QB, stream, nchunks)
@@ -598,7 +654,9 @@ def _corr_loss_grad(a, b, scale, pos, ga, gb):
                       nchunks)
     pos = _unwanted(_F64, 1) if pos is None else pos[:, 0]
     ga, gb = (_unwanted(a.dtype, 2),) * 2 if ga is None else (_rows(ga), _rows(gb))
-    return launch("rows_corr_grad", parallel, _rows(a), _rows(b), pos, ga, gb, scale, nchunks)
+    a, b = _rows(a), _rows(b)
+    return launch(_short("rows_corr_grad", S, a, b, ga, gb), parallel, a, b, pos, ga, gb,
+                  scale, nchunks)
 
 
 def product_loss_grad(a, b, scale, pos, ga, gb, total):
@@ -647,6 +705,9 @@ def serial_plan(op, prq, dtype, scale=1.0):
     P, R, Q = prq
     _, S, QB, _ = _plan(prq, dtype.itemsize, fused=op == "corr_loss_and_grad")
     rows, k = Q == 1, lambda name: _KERNELS[("rows_" if Q == 1 else "strided_") + name]
+    if rows and R * dtype.itemsize <= LINE:  # C-ordered rows: the kernels _short chooses
+        short = {"dot": S == 1, "vjp": True, "corr_grad": True}
+        k = lambda name: _KERNELS["rows_" + name + ("_short" if short.get(name) else "")]
     if op == "correlation":
         kern = k("dot")
         if rows:

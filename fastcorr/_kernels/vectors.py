@@ -1,0 +1,182 @@
+"""The kernels' explicit vector code, where Numba's vectoriser does not reach: rows of one
+cache line or less, and streaming stores.
+
+Rows of one line or less (16 float32, 8 float64: NHWC with few channels). A loop over so few
+elements runs scalar (LLVM's vectorised loop wants more iterations than that), so the dot
+product and the gradients of a short row are one masked vector each here: a masked load of
+the row, a multiply, and a sum of its lanes (`line_dot`); or a multiply and a masked store
+(`line_scale`). Lanes past the row are neither read nor written; a lane the mask leaves out
+adds -0.0 to the sum: nothing. The sum is rounded in another order than the loop's, within
+the same bound.
+
+Streaming stores. An ordinary store first reads the line it writes (write-allocate): a
+kernel that reads two arrays and writes two moves six arrays' worth of memory, not four. A
+non-temporal store of a whole 64-byte line skips that read. The strided corr-loss and VJP
+kernels write their gradients this way (docs/design.md, "Kernel contract"); the rows kernels
+and the product loss measured no faster with it, and are left with ordinary stores.
+
+- Only whole, aligned lines are streamed; the partial lines at either end of a run are
+  written with ordinary stores, so that no line is written both ways (a streaming store to a
+  line in cache evicts it).
+- The writers take byte addresses, not array slices: a slice inside the loop brings Numba's
+  reference counting with it, and its locked instructions wait until every pending streaming
+  store has reached memory (measured on rows of 64 floats: 8x slower than ordinary stores).
+
+Values are the same products, in the same dtype, as the ordinary loops compute: streaming
+changes how the bits reach memory, never the bits.
+"""
+
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+LINE = 64  # bytes: the cache line, the unit a streaming store must fill, and a short row
+# Below this many bytes of output a call's lines may still be in cache when the caller reads
+# them, and write-allocate is cheap: the ordinary stores win.
+STREAM_MIN = 8 << 20
+# Runs shorter than this have too many partial lines at their ends (streamed rows of 64
+# floats measured slower than ordinary stores).
+RUN_MIN = 4 << 10
+
+
+@intrinsic
+def address(typingctx, arr):
+    """The byte address of arr's first element, as a signed integer (Numba computes mixed
+    signed and unsigned integers in float64)."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.ptrtoint(ary.data, context.get_value_type(types.intp))
+
+    return types.intp(arr), codegen
+
+
+def _lanes(builder, like, n):
+    """The vector type of one line of like's dtype, and the mask of its first n lanes."""
+    size = like.bitwidth // 8
+    lanes = LINE // size
+    iota = ir.Constant(ir.VectorType(ir.IntType(64), lanes), list(range(lanes)))
+    n = builder.insert_element(ir.Constant(iota.type, ir.Undefined), n,
+                               ir.Constant(ir.IntType(32), 0))
+    n = builder.shuffle_vector(n, n, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                                                 [0] * lanes))
+    return lanes, builder.icmp_signed("<", iota, n)
+
+
+def _masked_load(context, builder, like, addr, n, fill):
+    t = context.get_value_type(like)
+    lanes, mask = _lanes(builder, like, n)
+    vt = ir.VectorType(t, lanes)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vt, [vt.as_pointer(), ir.IntType(32), mask.type, vt]),
+        f"llvm.masked.load.v{lanes}f{like.bitwidth}.p0v{lanes}f{like.bitwidth}")
+    return builder.call(fn, [builder.inttoptr(addr, vt.as_pointer()),
+                             ir.Constant(ir.IntType(32), like.bitwidth // 8), mask,
+                             ir.Constant(vt, [fill] * lanes)]), mask
+
+
+@intrinsic
+def line_dot(typingctx, x, y, like, n):
+    """sum(x[:n] * y[:n]) in like's dtype, for n <= LINE / itemsize unit-stride elements at
+    byte addresses x and y: one masked vector, its lanes summed in any order (the kernels'
+    fastmath allows it, as it does their loops)."""
+    def codegen(context, builder, signature, args):
+        t = context.get_value_type(like)
+        xv, _ = _masked_load(context, builder, like, args[0], args[3], -0.0)
+        yv, _ = _masked_load(context, builder, like, args[1], args[3], 0.0)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(t, [t, xv.type]),
+            f"llvm.vector.reduce.fadd.v{xv.type.count}f{like.bitwidth}")
+        return builder.call(fn, [ir.Constant(t, -0.0), builder.fmul(xv, yv)],
+                            fastmath=("reassoc",))
+
+    return like(types.intp, types.intp, like, types.intp), codegen
+
+
+@intrinsic
+def line_scale(typingctx, dst, x, w, n):
+    """dst[:n] = w * x[:n] for n <= LINE / itemsize unit-stride elements at byte addresses,
+    one masked vector: the elements past n are not touched."""
+    def codegen(context, builder, signature, args):
+        xv, mask = _masked_load(context, builder, w, args[1], args[3], 0.0)
+        wv = builder.insert_element(ir.Constant(xv.type, ir.Undefined), args[2],
+                                    ir.Constant(ir.IntType(32), 0))
+        wv = builder.shuffle_vector(wv, wv, ir.Constant(
+            ir.VectorType(ir.IntType(32), xv.type.count), [0] * xv.type.count))
+        fn = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [xv.type, xv.type.as_pointer(), ir.IntType(32),
+                                            mask.type]),
+            f"llvm.masked.store.v{xv.type.count}f{w.bitwidth}.p0v{xv.type.count}f{w.bitwidth}")
+        builder.call(fn, [builder.fmul(wv, xv), builder.inttoptr(args[0], xv.type.as_pointer()),
+                          ir.Constant(ir.IntType(32), w.bitwidth // 8), mask])
+        return context.get_dummy_value()
+
+    return types.void(types.intp, types.intp, w, types.intp), codegen
+
+
+def _product(stream):
+    """An intrinsic store(dst, x, y, like) at byte addresses: *dst = *y * *x in like's dtype,
+    as the ordinary loops compute it. With stream, one whole line at an aligned dst,
+    non-temporal; without, one element, an ordinary store."""
+    @intrinsic
+    def store(typingctx, dst, x, y, like):
+        size = like.bitwidth // 8
+
+        def codegen(context, builder, signature, args):
+            ty = context.get_value_type(like)
+            if stream:
+                ty = ir.VectorType(ty, LINE // size)
+            ptr = lambda addr: builder.inttoptr(addr, ty.as_pointer())
+            value = builder.fmul(builder.load(ptr(args[2]), align=size),
+                                 builder.load(ptr(args[1]), align=size))
+            st = builder.store(value, ptr(args[0]), align=LINE if stream else size)
+            if stream:
+                st.set_metadata("nontemporal", builder.module.add_metadata(
+                    [ir.Constant(ir.IntType(32), 1)]))
+            return context.get_dummy_value()
+
+        return types.void(types.intp, types.intp, types.intp, like), codegen
+
+    return store
+
+
+_put, _line = _product(False), _product(True)
+
+
+@intrinsic
+def _size(typingctx, like):
+    """The size in bytes of like's type."""
+    def codegen(context, builder, signature, args):
+        return context.get_constant(types.intp, like.bitwidth // 8)
+
+    return types.intp(like), codegen
+
+
+@njit(inline="always", nogil=True, error_model="numpy")
+def run_product(start, x, y, n, like):
+    """n elements from byte address start <- those at the same offsets from x times those
+    from y, in like's dtype: whole lines streamed, the partial lines at either end stored the
+    ordinary way."""
+    size = _size(like)
+    end = start + n * size
+    first = min(end, start + (-start) % LINE)
+    last = first + (end - first) // LINE * LINE
+    for d in range(start, first, size):
+        _put(d, x + (d - start), y + (d - start), like)
+    for d in range(first, last, LINE):
+        _line(d, x + (d - start), y + (d - start), like)
+    for d in range(last, end, size):
+        _put(d, x + (d - start), y + (d - start), like)
+
+
+def streams(g, x):
+    """Whether the launchers stream writes of g (None: not wanted) computed from x: large,
+    C-contiguous, element-aligned (LINE is a multiple of every itemsize), with rows of RUN_MIN
+    bytes or more (the kernels' runs are rows, or tiles of rows of at least MIN_RUN elements)."""
+    return (g is not None and g.nbytes >= STREAM_MIN and g.flags.c_contiguous
+            and x.flags.c_contiguous and g.shape[-1] * g.itemsize >= RUN_MIN
+            and g.ctypes.data % g.itemsize == 0)

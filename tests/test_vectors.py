@@ -1,0 +1,186 @@
+"""The kernels' explicit vector code (fastcorr/_kernels/vectors.py, docs/design.md "Kernel
+contract"). Rows of one cache line or less: the values of the NumPy reference, within the
+bound of one block's sum; nothing written past a row; the same bits from the small-call plan
+as from the launchers. Streaming stores: the same bits as the ordinary stores, at every
+alignment of the outputs, and the values of the reference (the size threshold is lowered so
+that small arrays stream)."""
+
+import numpy as np
+import pytest
+
+import fastcorr
+from fastcorr import reference
+from fastcorr._kernels import cpu
+from fastcorr._kernels import vectors as stream
+
+CASES = [  # shape, axis: runs of RUN_MIN bytes or more, of every length mod a cache line
+    ((2, 37, 97, 33), 1),
+    ((3, 9, 5000), 1),
+    ((2, 16, 8, 1025), 2),
+    ((1, 5, 1030), 1),
+    ((4, 3, 2, 600), 0),
+]
+
+
+def stream_every_size(monkeypatch):
+    """Let outputs of any size stream; returns the list of the launchers' decisions."""
+    decisions = []
+
+    def decide(g, x):
+        decisions.append(stream.streams(g, x))
+        return decisions[-1]
+
+    monkeypatch.setattr(stream, "STREAM_MIN", 0)
+    monkeypatch.setattr(cpu, "streams", decide)
+    return decisions
+
+
+def outputs(shape, dtype, shift):
+    """Two gradient outputs starting `shift` elements into NaN-filled buffers, and the buffers:
+    a write outside the output shows as a changed NaN."""
+    n = int(np.prod(shape))
+    bufs = [np.full(n + 24, np.nan, dtype) for _ in range(2)]
+    return [buf[shift:shift + n].reshape(shape) for buf in bufs], bufs
+
+
+def run(func, a, b, axis, shift):
+    (ga, gb), bufs = outputs(a.shape, a.dtype, shift)
+    if func == "correlation_vjp":
+        g = np.sum(a * b, axis=axis)
+        fastcorr.correlation_vjp(a, b, g, axis, out=(ga, gb))
+        return None, bufs
+    loss, _, _ = getattr(fastcorr, func)(a, b, axis, out=(ga, gb))
+    return loss, bufs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("func", ["corr_loss_and_grad", "correlation_vjp"])
+@pytest.mark.parametrize("shape, axis", CASES)
+def test_streamed_gradients_are_the_ordinary_bits(shape, axis, func, dtype, monkeypatch):
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal(shape).astype(dtype)
+    b = rng.standard_normal(shape).astype(dtype)
+    for shift in range(0, 16, 3):  # every alignment of the outputs to a 64-byte line
+        monkeypatch.setattr(cpu, "streams", lambda g, x: False)
+        want = run(func, a, b, axis, shift)
+        decisions = stream_every_size(monkeypatch)
+        got = run(func, a, b, axis, shift)
+        monkeypatch.undo()
+        assert decisions and all(decisions), "the streaming path did not run"
+        assert got[0] == want[0]
+        for x, y in zip(got[1], want[1]):
+            np.testing.assert_array_equal(x, y)  # NaN where nothing may be written
+
+
+@pytest.mark.parametrize("shape, axis", CASES[:3])
+@pytest.mark.parametrize("func", ["corr_loss_and_grad"])
+def test_streamed_gradients_match_the_reference(shape, axis, func, monkeypatch):
+    decisions = stream_every_size(monkeypatch)
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal(shape)
+    b = rng.standard_normal(shape)
+    loss, ga, gb = getattr(fastcorr, func)(a, b, axis, out=outputs(shape, a.dtype, 1)[0])
+    assert decisions and all(decisions)
+    want = getattr(reference, func)(a, b, axis)
+    np.testing.assert_allclose(loss, want[0], rtol=1e-13)
+    np.testing.assert_allclose(ga, want[1], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(gb, want[2], rtol=1e-13, atol=1e-13)
+
+
+def test_only_large_contiguous_outputs_stream():
+    big = np.empty((stream.STREAM_MIN // 4,), np.float32)
+    assert stream.streams(big, big)
+    assert not stream.streams(big[:-1024], big[:-1024])  # below the threshold
+    assert not stream.streams(None, big)
+    wide = np.empty((2, stream.STREAM_MIN // 4), np.float32)
+    assert not stream.streams(wide[:, ::2], wide[:, ::2])  # not contiguous
+    assert not stream.streams(wide.T.copy().T, wide)
+
+
+# --------------------------------------------------------------------------- short rows
+
+
+def launched(monkeypatch):
+    """The names of the kernels launched from now on."""
+    names = []
+    launch = cpu.launch
+
+    def spy(name, *args):
+        names.append(name)
+        return launch(name, *args)
+
+    monkeypatch.setattr(cpu, "launch", spy)
+    return names
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_short_rows_match_the_reference(dtype, monkeypatch):
+    rng = np.random.default_rng(9)
+    eps = float(np.finfo(dtype).eps)
+    names = launched(monkeypatch)
+    for C in range(1, 64 // np.dtype(dtype).itemsize + 1):
+        P = 70_000 // C + 3  # large enough for the launchers
+        a = rng.standard_normal((P, C)).astype(dtype)
+        b = rng.standard_normal((P, C)).astype(dtype)
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        bound = np.sum(np.abs(a64 * b64), axis=-1)
+        corr = fastcorr.correlation(a, b)
+        want = reference.correlation(a64, b64)
+        assert np.all(np.abs(corr - want) <= (2 * C + 4) * eps * bound), C
+        loss, ga, gb = fastcorr.corr_loss_and_grad(a, b)
+        want = reference.corr_loss_and_grad(a64, b64)
+        np.testing.assert_allclose(loss, want[0], rtol=(2 * C + 8) * eps)
+        # the correlation's error times b, and the rounding of the correlation and the product
+        tol = eps * ((2 * C + 4) * bound[:, None] * np.abs(b64) + 2 * np.abs(want[1]))
+        assert np.all(np.abs(ga - want[1]) <= tol), C
+        g = rng.standard_normal(P).astype(dtype)
+        va, vb = fastcorr.correlation_vjp(a, b, g)
+        wa, wb = reference.correlation_vjp(a64, b64, g.astype(np.float64))
+        np.testing.assert_allclose(va, wa, rtol=eps)
+        np.testing.assert_allclose(vb, wb, rtol=eps)
+    assert {"rows_dot_short", "rows_corr_grad_short", "rows_vjp_short"} <= set(names)
+
+
+@pytest.mark.parametrize("C", [1, 3, 4, 5, 8, 16])
+def test_short_rows_write_nothing_past_them(C):
+    rng = np.random.default_rng(10)
+    P = 70_000 // C + 5
+    a = rng.standard_normal((P, C)).astype(np.float32)
+    b = rng.standard_normal((P, C)).astype(np.float32)
+    for func in ("corr_loss_and_grad", "correlation_vjp"):
+        bufs = [np.full(P * C + 32, np.nan, np.float32) for _ in range(2)]
+        out = tuple(buf[:P * C].reshape(P, C) for buf in bufs)
+        if func == "correlation_vjp":
+            fastcorr.correlation_vjp(a, b, np.ones(P, np.float32), out=out)
+        else:
+            fastcorr.corr_loss_and_grad(a, b, out=out)
+        for buf in bufs:
+            assert not np.isnan(buf[:P * C]).any()
+            assert np.isnan(buf[P * C:]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_short_rows_give_the_same_bits_small_and_large(dtype):
+    rng = np.random.default_rng(11)
+    for C in (2, 7, 64 // np.dtype(dtype).itemsize):
+        a = rng.standard_normal((70_000, C)).astype(dtype)
+        b = rng.standard_normal((70_000, C)).astype(dtype)
+        small = [fastcorr.correlation(a[:5], b[:5]),
+                 *fastcorr.corr_loss_and_grad(a[:5], b[:5], reduction="none")]
+        large = [fastcorr.correlation(a, b),
+                 *fastcorr.corr_loss_and_grad(a, b, reduction="none")]
+        for x, y in zip(small, large):
+            np.testing.assert_array_equal(x, y[:5])
+
+
+def test_strided_short_rows_take_the_ordinary_kernels(monkeypatch):
+    rng = np.random.default_rng(12)
+    a = rng.standard_normal((40_000, 16)).astype(np.float32)
+    b = rng.standard_normal((40_000, 16)).astype(np.float32)
+    names = launched(monkeypatch)
+    x, y = a[:, ::2], b[:, ::2]  # rows of 8 with a stride of 2
+    loss, ga, gb = fastcorr.corr_loss_and_grad(x, y)
+    want = reference.corr_loss_and_grad(x.astype(np.float64), y.astype(np.float64))
+    np.testing.assert_allclose(loss, want[0], rtol=1e-5)
+    np.testing.assert_allclose(ga, want[1], rtol=1e-5, atol=1e-5)
+    assert names and not any(n.endswith("_short") for n in names)
