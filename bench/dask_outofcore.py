@@ -116,7 +116,7 @@ def main(path):
     print(f"{'':32}{'time':>9}{'GB/s':>7}{'peak memory':>14}")
     for name, s, peak, what in rows:
         mem = f"{peak / MIB:8.0f} MiB" if peak is not None else f"{'-':>12}"
-        print(f"{name:32}{s:8.2f}s{moved / s / 1e9:7.2f}{mem:>14}  ({what})")
+        print(f"{name:32}{s:8.3f}s{moved / s / 1e9:7.2f}{mem:>14}  ({what})")
 
 
 def expression(A, B):
