@@ -230,7 +230,7 @@ def _row_scaled(w, a, b, ga, gb, p, line):
 @njit(**INLINE)
 def _scaled_tile(w, a, b, ga, gb, p, r0, r1, q0, q1, stream):
     """ga[p, r, q0:q1] <- w[:n] * b[p, r, q0:q1] and gb likewise from a, for rows [r0, r1).
-    With stream (C-contiguous arrays, stream.py) the stores are non-temporal, and the runs
+    With stream (C-contiguous arrays, vectors.py) the stores are non-temporal, and the runs
     are given by byte address, not by slice."""
     n = q1 - q0
     if stream:
@@ -406,7 +406,7 @@ def strided_dot(a, b, out, QB, sums, comps, c0, c1, nchunks):
 def strided_corr_grad(a, b, pos, ga, gb, scale, QB, stream, sums, comps, c0, c1, nchunks):
     """Fused corr loss over (P, R, Q); see rows_corr_grad. A tile is sized to stay in cache
     between the pass that sums it and the pass that writes its gradients, which stream where
-    the launcher says (stream.py)."""
+    the launcher says (vectors.py)."""
     P, R, Q = a.shape
     nqb = -(-Q // QB)
     ntiles = P * nqb
@@ -567,10 +567,10 @@ def _rows(x):
     return x[:, :, 0]
 
 
-def _short(kernel, S, *rows):
-    """The rows kernel for 2-D (P, R) rows: its SHORT_ROWS variant for rows of one cache line
-    or less, unit stride, not split into segments."""
-    short = S == 1 and rows[0].shape[1] * rows[0].itemsize <= LINE and all(
+def _short(kernel, S, R, itemsize, *rows):
+    """The rows kernel for rows of R elements: its SHORT_ROWS variant for rows of one cache
+    line or less, not split into segments, of unit stride in the 2-D (P, R) `rows` given."""
+    short = S == 1 and R * itemsize <= LINE and all(
         x.strides[1] == x.itemsize for x in rows if x.size)
     return kernel + "_short" if short else kernel
 
@@ -588,7 +588,8 @@ def _partials(a, b, out=None):
     part = out[:, None, :] if out is not None and S == 1 else np.empty((P, S, Q))
     if Q == 1:
         ra, rb = _rows(a), _rows(b)
-        launch(_short("rows_dot", S, ra, rb), parallel, ra, rb, _rows(part), nchunks)
+        launch(_short("rows_dot", S, R, a.itemsize, ra, rb), parallel, ra, rb, _rows(part),
+               nchunks)
     else:
         launch("strided_dot", parallel, a, b, part, QB, nchunks)
     return part, S
@@ -620,8 +621,8 @@ def correlation_vjp(a, b, g, ga, gb):
     parallel, S, QB, nchunks = _plan(a.shape, a.itemsize)
     if a.shape[2] == 1:
         rows = (_rows(a), _rows(b), _rows(ga), _rows(gb))
-        launch(_short("rows_vjp", S, *rows), parallel, rows[0], rows[1], g[:, 0], rows[2],
-               rows[3], S, nchunks)
+        launch(_short("rows_vjp", S, a.shape[1], a.itemsize, *rows), parallel, rows[0], rows[1],
+               g[:, 0], rows[2], rows[3], S, nchunks)
     else:
         stream = streams(ga, b) and streams(gb, a)
         launch("strided_vjp", parallel, a, b, g, ga, gb, S, QB, stream, nchunks)
@@ -655,8 +656,8 @@ def _corr_loss_grad(a, b, scale, pos, ga, gb):
     pos = _unwanted(_F64, 1) if pos is None else pos[:, 0]
     ga, gb = (_unwanted(a.dtype, 2),) * 2 if ga is None else (_rows(ga), _rows(gb))
     a, b = _rows(a), _rows(b)
-    return launch(_short("rows_corr_grad", S, a, b, ga, gb), parallel, a, b, pos, ga, gb,
-                  scale, nchunks)
+    return launch(_short("rows_corr_grad", S, R, a.itemsize, a, b, ga, gb), parallel, a, b,
+                  pos, ga, gb, scale, nchunks)
 
 
 def product_loss_grad(a, b, scale, pos, ga, gb, total):
@@ -704,10 +705,14 @@ def serial_plan(op, prq, dtype, scale=1.0):
     keeps these per call signature, so a repeated small call skips the planning."""
     P, R, Q = prq
     _, S, QB, _ = _plan(prq, dtype.itemsize, fused=op == "corr_loss_and_grad")
-    rows, k = Q == 1, lambda name: _KERNELS[("rows_" if Q == 1 else "strided_") + name]
-    if rows and R * dtype.itemsize <= LINE:  # C-ordered rows: the kernels _short chooses
-        short = {"dot": S == 1, "vjp": True, "corr_grad": True}
-        k = lambda name: _KERNELS["rows_" + name + ("_short" if short.get(name) else "")]
+    rows = Q == 1
+
+    def k(name):
+        if not rows:
+            return _KERNELS["strided_" + name]
+        # the variant the launchers choose for C-ordered rows (S is 1 at these sizes)
+        return _KERNELS[_short("rows_" + name, S, R, dtype.itemsize) if name != "product"
+                        else "rows_product"]
     if op == "correlation":
         kern = k("dot")
         if rows:
