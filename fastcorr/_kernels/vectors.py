@@ -54,16 +54,20 @@ def address(typingctx, arr):
     return types.intp(arr), codegen
 
 
-def _lanes(builder, like, n):
-    """The vector type of one line of like's dtype, and the mask of its first n lanes."""
-    size = like.bitwidth // 8
-    lanes = LINE // size
-    iota = ir.Constant(ir.VectorType(ir.IntType(64), lanes), list(range(lanes)))
-    n = builder.insert_element(ir.Constant(iota.type, ir.Undefined), n,
+def _splat(builder, value, vector_type):
+    """value in every lane of a vector_type."""
+    lanes = vector_type.count
+    v = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value,
                                ir.Constant(ir.IntType(32), 0))
-    n = builder.shuffle_vector(n, n, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
-                                                 [0] * lanes))
-    return lanes, builder.icmp_signed("<", iota, n)
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                                                    [0] * lanes))
+
+
+def _lanes(builder, like, n):
+    """The lane count of one line of like's dtype, and the mask of its first n lanes."""
+    lanes = LINE // (like.bitwidth // 8)
+    iota = ir.Constant(ir.VectorType(ir.IntType(64), lanes), list(range(lanes)))
+    return lanes, builder.icmp_signed("<", iota, _splat(builder, n, iota.type))
 
 
 def _masked_load(context, builder, like, addr, n, fill):
@@ -102,10 +106,7 @@ def line_scale(typingctx, dst, x, w, n):
     one masked vector: the elements past n are not touched."""
     def codegen(context, builder, signature, args):
         xv, mask = _masked_load(context, builder, w, args[1], args[3], 0.0)
-        wv = builder.insert_element(ir.Constant(xv.type, ir.Undefined), args[2],
-                                    ir.Constant(ir.IntType(32), 0))
-        wv = builder.shuffle_vector(wv, wv, ir.Constant(
-            ir.VectorType(ir.IntType(32), xv.type.count), [0] * xv.type.count))
+        wv = _splat(builder, args[2], xv.type)
         fn = cgutils.get_or_insert_function(
             builder.module,
             ir.FunctionType(ir.VoidType(), [xv.type, xv.type.as_pointer(), ir.IntType(32),
