@@ -19,3 +19,36 @@ def broadcast_dims(x_shape, shape):
     lead = len(x_shape) - len(shape)
     return tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
                                       if n == 1 and x_shape[lead + i] != 1)
+
+
+# each loss's docstring: its title, and its example (b = <scale> ones, the loss, the gradient
+# in a and what that is), printed alike in every framework
+LOSSES = {
+    "corr_loss": ("The correlation loss ``0.5 * ||correlation(a, b, axis)||**2``", "", "76.5",
+                  "[[3.0, 3.0, 3.0], [12.0, 12.0, 12.0]]", "the correlation [3, 12] times b"),
+    "product_loss": ("The product loss ``0.5 * ||a * b||**2``", "2 * ", "110.0",
+                     "[[0.0, 4.0, 8.0], [12.0, 16.0, 20.0]]", "a * b**2"),
+}
+
+
+def loss_functions(run, shared, template):
+    """An adapter's corr_loss and product_loss: each `run(a, b, op, axis, reduction)` behind
+    the public signature, documented by `template` as filled by the adapter's `shared`, then
+    with <name> and the fields of LOSSES[op]."""
+    made = []
+    for op, fields in LOSSES.items():
+        fn = shared(_loss_function(run, op, template))
+        for key, value in zip(("name", "title", "scale", "loss", "grad", "why"),
+                              (op, *fields)):
+            fn.__doc__ = fn.__doc__.replace(f"<{key}>", value)
+        made.append(fn)
+    return made
+
+
+def _loss_function(run, op, doc):
+    def loss(a, b, axis=-1, *, reduction="sum"):
+        return run(a, b, op, axis, reduction)
+    # named as the module's own function, so that pickle and doctest find it there
+    loss.__name__ = loss.__qualname__ = op
+    loss.__module__, loss.__doc__ = run.__module__, doc
+    return loss

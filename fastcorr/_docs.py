@@ -107,6 +107,33 @@ for float16 inputs (computed in float32).""",
 For CUDA device arrays the results are arrays of the inputs' library on their device (CuPy
 in, CuPy out; a torch tensor in, a torch tensor out), queued on its current stream; for
 NumPy inputs with ``backend="cuda"``, NumPy arrays.""",
+    "adapter_correlation": """\
+{Parameters: a_b axis keepdims}
+
+Returns
+-------
+<array>
+    The correlation, <result>, without the reduced axes (kept as
+    length 1 if `keepdims`).
+
+{Raises: raises}
+
+See Also
+--------
+fastcorr.correlation : the NumPy-level function.""",
+    "adapter_loss": """\
+{Parameters: a_b axis reduction}
+
+Returns
+-------
+<array>
+    The loss: 0-d for "sum" and "mean", the per-position losses for "none".
+
+{Raises: raises}
+
+See Also
+--------
+fastcorr.<name>, fastcorr.<name>_and_grad""",
     "loss_returns": """\
 loss : scalar or array
     For "sum" and "mean", a NumPy scalar of the result dtype (host inputs), a 0-d array of
@@ -173,9 +200,10 @@ displacements that meet the image.""",
 _PLACEHOLDER = re.compile(r"^( *)\{(?:(\w+): )?([\w ]+)\}$", re.M)
 
 
-def sharing(own: Mapping[str, str] | None = None) -> Callable[[F], F]:
+def sharing(own: Mapping[str, str] | None = None, **words: str) -> Callable[[F], F]:
     """A decorator that fills a docstring's placeholders from FRAGMENTS and `own` (a
-    module's fragments, which take precedence), once at import."""
+    module's fragments, which take precedence), then puts each of `words` where ``<word>``
+    stands (an adapter's array type, say), once at import."""
     fragments = ChainMap(dict(own or {}), FRAGMENTS)
 
     def fill(match: re.Match[str]) -> str:
@@ -187,7 +215,10 @@ def sharing(own: Mapping[str, str] | None = None) -> Callable[[F], F]:
 
     def decorate(func: F) -> F:
         if func.__doc__:  # None under python -OO
-            func.__doc__ = _PLACEHOLDER.sub(fill, func.__doc__)
+            for _ in range(2):  # a fragment may hold placeholders of its own
+                func.__doc__ = _PLACEHOLDER.sub(fill, func.__doc__)
+            for word, text in words.items():
+                func.__doc__ = func.__doc__.replace(f"<{word}>", text)
         return func
     return decorate
 

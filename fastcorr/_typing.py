@@ -7,13 +7,13 @@ and no call pays for it.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, Union
+from typing import Any, Literal, Protocol, TypeVar, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["Axis", "Backend", "CudaArray", "Direction", "FloatArray", "Input",
-           "MaxDisplacement", "Reduction", "SumReduction"]
+           "LossFunction", "MaxDisplacement", "Reduction", "SumReduction"]
 
 Backend = Literal["auto", "cpu", "cuda", "reference"]
 Reduction = Literal["sum", "mean", "none"]
@@ -35,3 +35,13 @@ class CudaArray(Protocol):
 
 Input = Union[ArrayLike, CudaArray]
 """An input: anything `numpy.asarray` takes, a CUDA device array, or a Dask array."""
+
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class LossFunction(Protocol[T_co]):
+    """A framework adapter's corr_loss or product_loss, returning the framework's array."""
+
+    def __call__(self, a: Any, b: Any, axis: Axis = -1, *, reduction: Reduction = "sum"
+                 ) -> T_co: ...

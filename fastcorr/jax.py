@@ -26,14 +26,14 @@ from jax.experimental.buffer_callback import buffer_callback
 
 import fastcorr
 
-from ._adapters import broadcast_dims, layout
+from ._adapters import broadcast_dims, layout, loss_functions
 from ._docs import sharing
 from ._memory import advise_huge_pages
 
 if TYPE_CHECKING:
     from jax.typing import ArrayLike
 
-    from ._typing import Axis, Reduction
+    from ._typing import Axis, LossFunction, Reduction
 
 # this module's docstring fragments, beside fastcorr._docs's
 _DOCS = {
@@ -47,11 +47,8 @@ ValueError, numpy.exceptions.AxisError
 jax.errors.JaxRuntimeError
     For what fastcorr checks when it runs (`reduction`, dtypes), inside the callback:
     JAX wraps fastcorr's ValueError or TypeError, whose message it shows.""",
-    "loss_returns": """\
-jax.Array
-    The loss: 0-d for "sum" and "mean", the per-position losses for "none".""",
 }
-shared = sharing(_DOCS)
+shared = sharing(_DOCS, array="jax.Array", result="of ``jnp.result_type(a, b)``")
 
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
@@ -186,19 +183,7 @@ def correlation(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, keepdims: bool =
     A ``jax.custom_vjp`` whose forward pass is `fastcorr.correlation` and whose backward is
     `fastcorr.correlation_vjp`, usable under ``jax.jit``, ``jax.grad`` and ``jax.vmap``.
 
-    {Parameters: a_b axis keepdims}
-
-    Returns
-    -------
-    jax.Array
-        The correlation, of ``jnp.result_type(a, b)``, without the reduced axes (kept as
-        length 1 if `keepdims`).
-
-    {Raises: raises}
-
-    See Also
-    --------
-    fastcorr.correlation : the NumPy-level function.
+    {adapter_correlation}
 
     Examples
     --------
@@ -213,78 +198,35 @@ def correlation(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, keepdims: bool =
     return out
 
 
-@shared
-def corr_loss(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, reduction: Reduction = "sum"
-              ) -> jax.Array:
-    """The correlation loss ``0.5 * ||correlation(a, b, axis)||**2``, differentiable.
+_LOSS_DOC = """<title>, differentiable.
 
     A ``jax.custom_vjp``. Differentiated, a summed loss runs fastcorr's fused
-    `fastcorr.corr_loss_and_grad` once, in the forward pass, writing the gradients into
+    `fastcorr.<name>_and_grad` once, in the forward pass, writing the gradients into
     XLA's buffers; the backward pass hands those buffers on as the cotangents, scaled in
     place where the incoming gradient is not 1. Not differentiated, the loss is computed
     alone.
 
-    {Parameters: a_b axis reduction}
-
-    {Returns: loss_returns}
-
-    {Raises: raises}
-
-    See Also
-    --------
-    fastcorr.corr_loss, fastcorr.corr_loss_and_grad
+    {adapter_loss}
 
     Examples
     --------
     >>> import jax
     >>> import jax.numpy as jnp
     >>> import fastcorr.jax as fj
-    >>> a = jnp.arange(6.0).reshape(2, 3)
-    >>> b = jnp.ones((2, 3))
-    >>> fj.corr_loss(a, b)
-    Array(76.5, dtype=float32)
-    >>> jax.grad(fj.corr_loss)(a, b)  # the correlation [3, 12] times b
-    Array([[ 3.,  3.,  3.],
-           [12., 12., 12.]], dtype=float32)
+    >>> a, b = jnp.arange(6.0).reshape(2, 3), <scale>jnp.ones((2, 3))
+    >>> float(fj.<name>(a, b))
+    <loss>
+    >>> jax.grad(fj.<name>)(a, b).tolist()  # <why>
+    <grad>
     """
-    out: jax.Array = _loss(jnp.asarray(a), jnp.asarray(b), "corr_loss", _static_axis(axis),
-                           reduction)
-    return out
 
 
-@shared
-def product_loss(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, reduction: Reduction = "sum"
+def _public_loss(a: ArrayLike, b: ArrayLike, op: str, axis: Axis, reduction: Reduction
                  ) -> jax.Array:
-    """The product loss ``0.5 * ||a * b||**2``, differentiable.
-
-    A ``jax.custom_vjp``. Differentiated, a summed loss runs fastcorr's fused
-    `fastcorr.product_loss_and_grad` once, in the forward pass; the backward pass hands its
-    gradients on, scaled in place where the incoming gradient is not 1. Not differentiated,
-    the loss is computed alone.
-
-    {Parameters: a_b axis reduction}
-
-    {Returns: loss_returns}
-
-    {Raises: raises}
-
-    See Also
-    --------
-    fastcorr.product_loss, fastcorr.product_loss_and_grad
-
-    Examples
-    --------
-    >>> import jax
-    >>> import jax.numpy as jnp
-    >>> import fastcorr.jax as fj
-    >>> a = jnp.arange(6.0).reshape(2, 3)
-    >>> b = jnp.full((2, 3), 2.0)
-    >>> fj.product_loss(a, b)
-    Array(110., dtype=float32)
-    >>> jax.grad(fj.product_loss)(a, b)  # a * b**2
-    Array([[ 0.,  4.,  8.],
-           [12., 16., 20.]], dtype=float32)
-    """
-    out: jax.Array = _loss(jnp.asarray(a), jnp.asarray(b), "product_loss", _static_axis(axis),
-                           reduction)
+    out: jax.Array = _loss(jnp.asarray(a), jnp.asarray(b), op, _static_axis(axis), reduction)
     return out
+
+
+corr_loss: LossFunction[jax.Array]
+product_loss: LossFunction[jax.Array]
+corr_loss, product_loss = loss_functions(_public_loss, shared, _LOSS_DOC)

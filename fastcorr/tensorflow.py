@@ -26,11 +26,11 @@ import tensorflow as tf
 
 import fastcorr
 
-from ._adapters import broadcast_dims, layout
+from ._adapters import broadcast_dims, layout, loss_functions
 from ._docs import sharing
 
 if TYPE_CHECKING:
-    from ._typing import Axis, Reduction
+    from ._typing import Axis, LossFunction, Reduction
 
 # this module's docstring fragments, beside fastcorr._docs's
 _DOCS = {
@@ -45,11 +45,8 @@ ValueError, TypeError
 tf.errors.InvalidArgumentError
     The same inside a ``tf.function`` or a graph, where ``tf.numpy_function`` wraps
     fastcorr's error and shows its message.""",
-    "loss_returns": """\
-tf.Tensor
-    The loss: 0-d for "sum" and "mean", the per-position losses for "none".""",
 }
-shared = sharing(_DOCS)
+shared = sharing(_DOCS, array="tf.Tensor", result="of `a`'s dtype")
 
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
@@ -80,19 +77,7 @@ def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> A
     backward is `fastcorr.correlation_vjp`, computed on the CPU through
     ``tf.numpy_function``: eagerly, inside ``tf.function`` and in graph mode.
 
-    {Parameters: a_b axis keepdims}
-
-    Returns
-    -------
-    tf.Tensor
-        The correlation, of `a`'s dtype, without the reduced axes (kept as length 1 if
-        `keepdims`).
-
-    {Raises: raises}
-
-    See Also
-    --------
-    fastcorr.correlation : the NumPy-level function.
+    {adapter_correlation}
 
     Examples
     --------
@@ -121,7 +106,7 @@ def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> A
     return f(tf.convert_to_tensor(a), tf.convert_to_tensor(b))
 
 
-def _loss(op: Any, a: Any, b: Any, axis: Any, reduction: Any) -> Any:
+def _loss(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
     axis = _static(axis)
 
     # TensorFlow has no annotations: its decorator is untyped
@@ -159,66 +144,26 @@ def _sum_to(x: Any, shape: Any) -> Any:
     return tf.reshape(tf.reduce_sum(x, axis=dims, keepdims=True), shape) if dims else x
 
 
-@shared
-def corr_loss(a: Any, b: Any, axis: Axis = -1, *, reduction: Reduction = "sum") -> Any:
-    """The correlation loss ``0.5 * ||correlation(a, b, axis)||**2``, differentiable.
+_LOSS_DOC = """<title>, differentiable.
 
     A ``tf.custom_gradient`` whose forward pass is fastcorr's fused
-    `fastcorr.corr_loss_and_grad`, on the CPU through ``tf.numpy_function``; the backward
+    `fastcorr.<name>_and_grad`, on the CPU through ``tf.numpy_function``; the backward
     pass scales the kept gradients by the incoming one.
 
-    {Parameters: a_b axis reduction}
-
-    {Returns: loss_returns}
-
-    {Raises: raises}
-
-    See Also
-    --------
-    fastcorr.corr_loss, fastcorr.corr_loss_and_grad
+    {adapter_loss}
 
     Examples
     --------
     >>> import tensorflow as tf
     >>> import fastcorr.tensorflow as ftf
     >>> a = tf.Variable(tf.reshape(tf.range(6.0), (2, 3)))
-    >>> b = tf.ones((2, 3))
     >>> with tf.GradientTape() as tape:
-    ...     loss = ftf.corr_loss(a, b)
+    ...     loss = ftf.<name>(a, <scale>tf.ones((2, 3)))
     >>> float(loss)
-    76.5
-    >>> tape.gradient(loss, a).numpy()  # the correlation [3, 12] times b
-    array([[ 3.,  3.,  3.],
-           [12., 12., 12.]], dtype=float32)
+    <loss>
+    >>> tape.gradient(loss, a).numpy().tolist()  # <why>
+    <grad>
     """
-    return _loss("corr_loss", a, b, axis, reduction)
-
-
-@shared
-def product_loss(a: Any, b: Any, axis: Axis = -1, *, reduction: Reduction = "sum") -> Any:
-    """The product loss ``0.5 * ||a * b||**2``, differentiable.
-
-    A ``tf.custom_gradient`` whose forward pass is fastcorr's fused
-    `fastcorr.product_loss_and_grad`, on the CPU through ``tf.numpy_function``; the backward
-    pass scales the kept gradients by the incoming one.
-
-    {Parameters: a_b axis reduction}
-
-    {Returns: loss_returns}
-
-    {Raises: raises}
-
-    See Also
-    --------
-    fastcorr.product_loss, fastcorr.product_loss_and_grad
-
-    Examples
-    --------
-    >>> import tensorflow as tf
-    >>> import fastcorr.tensorflow as ftf
-    >>> a = tf.reshape(tf.range(6.0), (2, 3))
-    >>> b = tf.fill((2, 3), 2.0)
-    >>> float(ftf.product_loss(a, b))
-    110.0
-    """
-    return _loss("product_loss", a, b, axis, reduction)
+corr_loss: LossFunction[Any]
+product_loss: LossFunction[Any]
+corr_loss, product_loss = loss_functions(_loss, shared, _LOSS_DOC)

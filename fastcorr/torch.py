@@ -22,11 +22,11 @@ from torch.autograd.function import once_differentiable
 
 import fastcorr
 
-from ._adapters import broadcast_dims, layout
+from ._adapters import broadcast_dims, layout, loss_functions
 from ._docs import sharing
 
 if TYPE_CHECKING:
-    from ._typing import Axis, Reduction
+    from ._typing import Axis, LossFunction, Reduction
 
 # this module's docstring fragments, beside fastcorr._docs's
 _DOCS = {
@@ -35,16 +35,13 @@ a, b : torch.Tensor
     The inputs, broadcast against each other; CPU tensors are read as NumPy views, CUDA
     tensors through ``__cuda_array_interface__`` on the current stream (no copies).
     Either or both may require grad.""",
-    "loss_returns": """\
-torch.Tensor
-    The loss: 0-d for "sum" and "mean", the per-position losses for "none".""",
     "raises": """\
 ValueError, numpy.exceptions.AxisError, TypeError
     As the fastcorr function of the same name raises them; for a loss, the message names
     the fastcorr function that ran (``corr_loss_and_grad``, say, where gradients are
     computed).""",
 }
-shared = sharing(_DOCS)
+shared = sharing(_DOCS, array="torch.Tensor", result="on the inputs' device")
 
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
@@ -170,27 +167,16 @@ def correlation(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *, keepdims: 
     A ``torch.autograd.Function``: the forward pass is `fastcorr.correlation`, the backward
     `fastcorr.correlation_vjp` (once differentiable: a second derivative raises).
 
-    {Parameters: a_b axis keepdims}
-
-    Returns
-    -------
-    torch.Tensor
-        The correlation, on the inputs' device, without the reduced axes (kept as length 1
-        if `keepdims`).
-
-    {Raises: raises}
-
-    See Also
-    --------
-    fastcorr.correlation : the NumPy-level function, for the dtype rules.
+    {adapter_correlation}
 
     Examples
     --------
+    The gradient of the summed correlation in `a` is `b`:
+
     >>> import torch
     >>> import fastcorr.torch as ft
     >>> a = torch.arange(6.0).reshape(2, 3).requires_grad_()
-    >>> b = torch.ones(2, 3)
-    >>> c = ft.correlation(a, b)
+    >>> c = ft.correlation(a, torch.ones(2, 3))
     >>> c
     tensor([ 3., 12.], grad_fn=<...>)
     >>> c.sum().backward()
@@ -203,78 +189,27 @@ def correlation(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *, keepdims: 
     return out
 
 
-@shared
-def corr_loss(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *,
-              reduction: Reduction = "sum") -> torch.Tensor:
-    """The correlation loss ``0.5 * ||correlation(a, b, axis)||**2``, differentiable.
+_LOSS_DOC = """<title>, differentiable.
 
     Where autograd will ask for gradients (grad mode on and an input that requires grad),
-    the forward pass is fastcorr's fused `fastcorr.corr_loss_and_grad`, whose gradients are
+    the forward pass is fastcorr's fused `fastcorr.<name>_and_grad`, whose gradients are
     kept; the backward pass scales them by the incoming gradient (``loss.backward()`` uses
     them as they are). Otherwise the loss is computed alone.
 
-    {Parameters: a_b axis reduction}
-
-    {Returns: loss_returns}
-
-    {Raises: raises}
-
-    See Also
-    --------
-    fastcorr.corr_loss, fastcorr.corr_loss_and_grad
+    {adapter_loss}
 
     Examples
     --------
     >>> import torch
     >>> import fastcorr.torch as ft
     >>> a = torch.arange(6.0).reshape(2, 3).requires_grad_()
-    >>> b = torch.ones(2, 3)
-    >>> loss = ft.corr_loss(a, b)
-    >>> loss
-    tensor(76.5000, grad_fn=<...>)
+    >>> loss = ft.<name>(a, <scale>torch.ones(2, 3))
+    >>> loss.item()
+    <loss>
     >>> loss.backward()
-    >>> a.grad  # the correlation [3, 12] times b
-    tensor([[ 3.,  3.,  3.],
-            [12., 12., 12.]])
+    >>> a.grad.tolist()  # <why>
+    <grad>
     """
-    return _loss(a, b, "corr_loss", axis, reduction)
-
-
-@shared
-def product_loss(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *,
-                 reduction: Reduction = "sum") -> torch.Tensor:
-    """The product loss ``0.5 * ||a * b||**2``, differentiable.
-
-    Where autograd will ask for gradients (grad mode on and an input that requires grad),
-    the forward pass is fastcorr's fused `fastcorr.product_loss_and_grad`, whose gradients
-    are kept; the backward pass scales them by the incoming gradient. Otherwise the loss is
-    computed alone.
-
-    {Parameters: a_b axis reduction}
-
-    {Returns: loss_returns}
-
-    {Raises: raises}
-
-    See Also
-    --------
-    fastcorr.product_loss, fastcorr.product_loss_and_grad
-
-    Examples
-    --------
-    >>> import torch
-    >>> import fastcorr.torch as ft
-    >>> a = torch.arange(6.0).reshape(2, 3).requires_grad_()
-    >>> b = torch.full((2, 3), 2.0)
-    >>> loss = ft.product_loss(a, b)
-    >>> loss
-    tensor(110., grad_fn=<...>)
-    >>> loss.backward()
-    >>> a.grad  # a * b**2
-    tensor([[ 0.,  4.,  8.],
-            [12., 16., 20.]])
-    """
-    return _loss(a, b, "product_loss", axis, reduction)
 
 
 def _loss(a: torch.Tensor, b: torch.Tensor, op: str, axis: Axis, reduction: Reduction
@@ -284,3 +219,8 @@ def _loss(a: torch.Tensor, b: torch.Tensor, op: str, axis: Axis, reduction: Redu
     out: torch.Tensor = _Loss.apply(  # type: ignore[no-untyped-call]
         a, b, op, axis, reduction, grads)[0]
     return out
+
+
+corr_loss: LossFunction[torch.Tensor]
+product_loss: LossFunction[torch.Tensor]
+corr_loss, product_loss = loss_functions(_loss, shared, _LOSS_DOC)
