@@ -47,26 +47,53 @@ def _unravel(i, n1, n2, n3):
     return i // n1, i % n1, i2, i3
 
 
+# The loss kernels end in a block sum, which every thread of the block must reach: their
+# grid-stride loops run the same number of rounds in every thread (_rounds), and a thread's
+# index past the end unravels to an image n >= N, which it skips.
+
+
+@cuda.jit(device=True)
+def _rounds(size):
+    return (size + cuda.gridsize(1) - 1) // cuda.gridsize(1)
+
+
+@cuda.jit(device=True)
+def _slot(r):
+    """This thread's flat index in round r of a grid-stride loop."""
+    return cuda.grid(1) + r * cuda.gridsize(1)
+
+
+@cuda.jit(device=True)
+def _put(out, n, oy, ox, k, v):
+    """v into out where a volume is wanted; v's share of the loss."""
+    if out.size:
+        out[n, oy, ox, k] = v
+    return 0.5 * v * v
+
+
 @cuda.jit
 def _forward_kernel(a, b, out, geo, scale, total):
     N, H, W, C = a.shape
     Ho, Wo, oy0, ox0, s1, kr, dy0, ny, dx0, nx, s2 = geo
-    D = ny * nx
-    size = N * Ho * Wo * D
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
     mine = 0.0
-    rounds = (size + stride - 1) // stride  # the same for every thread: the block sum waits
-    for r in range(rounds):
-        i = start + r * stride
-        if i < size:
-            n, oy, ox, k = _unravel(i, Ho, Wo, D)
-            v = scale * _value(a, b, n, oy0 + oy * s1, ox0 + ox * s1, dy0 + (k // nx) * s2,
-                               dx0 + (k % nx) * s2, kr)
-            if out.size:
-                out[n, oy, ox, k] = v
-            mine += 0.5 * v * v
+    for r in range(_rounds(N * Ho * Wo * ny * nx)):
+        n, oy, ox, k = _unravel(_slot(r), Ho, Wo, ny * nx)
+        if n < N:
+            mine += _put(out, n, oy, ox, k, scale * _value(
+                a, b, n, oy0 + oy * s1, ox0 + ox * s1, dy0 + (k // nx) * s2,
+                dx0 + (k % nx) * s2, kr))
     block_add(mine, total)
+
+
+@cuda.jit(device=True)
+def _window(g, n, oy_lo, oy_hi, ox_lo, ox_hi, k):
+    """The upstream gradient at displacement k summed over the outputs [oy_lo, oy_hi) by
+    [ox_lo, ox_hi)."""
+    w = 0.0
+    for oy in range(oy_lo, oy_hi):
+        for ox in range(ox_lo, ox_hi):
+            w += g[n, oy, ox, k]
+    return w
 
 
 @cuda.jit
@@ -90,11 +117,8 @@ def _grad_kernel(a, b, g, ga, gb, geo, scale):
             for kx in range(nx):
                 xb = x + dx0 + kx * s2
                 if 0 <= xb < W:
-                    w = 0.0
-                    for oy in range(oy_lo, oy_hi):
-                        for ox in range(ox_lo, ox_hi):
-                            w += g[n, oy, ox, ky * nx + kx]
-                    ua += w * b[n, yb, xb, c]
+                    ua += _window(g, n, oy_lo, oy_hi, ox_lo, ox_hi, ky * nx + kx) * b[
+                        n, yb, xb, c]
         ga[n, y, x, c] = scale * ua
         # grad_b: displacement k met pixel (y - dy, x - dx) of a
         ub = 0.0
@@ -108,11 +132,7 @@ def _grad_kernel(a, b, g, ga, gb, geo, scale):
                 if xa < 0 or xa >= W:
                     continue
                 ox_lo, ox_hi = _outputs(xa, kr, ox0, s1, Wo)
-                w = 0.0
-                for oy in range(oy_lo, oy_hi):
-                    for ox in range(ox_lo, ox_hi):
-                        w += g[n, oy, ox, ky * nx + kx]
-                ub += w * a[n, ya, xa, c]
+                ub += _window(g, n, oy_lo, oy_hi, ox_lo, ox_hi, ky * nx + kx) * a[n, ya, xa, c]
         gb[n, y, x, c] = scale * ub
 
 
@@ -140,23 +160,15 @@ def _box_kernel(rows, out, geo, scale, total):
     total += sum(0.5 * out**2)."""
     N, Ho, Wd, D = rows.shape
     Wo, ox0, s1, kr = geo[1], geo[3], geo[4], geo[5]
-    size = N * Ho * Wo * D
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
     mine = 0.0
-    rounds = (size + stride - 1) // stride  # the same for every thread: the block sum waits
-    for r in range(rounds):
-        i = start + r * stride
-        if i < size:
-            n, oy, ox, k = _unravel(i, Ho, Wo, D)
+    for r in range(_rounds(N * Ho * Wo * D)):
+        n, oy, ox, k = _unravel(_slot(r), Ho, Wo, D)
+        if n < N:
             cx = ox0 + ox * s1
             v = 0.0
             for x in range(max(cx - kr, 0), min(cx + kr + 1, Wd)):
                 v += rows[n, oy, x, k]
-            v *= scale
-            if out.size:
-                out[n, oy, ox, k] = v
-            mine += 0.5 * v * v
+            mine += _put(out, n, oy, ox, k, scale * v)
     block_add(mine, total)
 
 
