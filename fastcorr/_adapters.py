@@ -1,6 +1,8 @@
-"""Shape arithmetic shared by the framework adapters (fastcorr.torch, .jax, .tensorflow)."""
+"""What the framework adapters (fastcorr.torch, .jax, .tensorflow) share: shape arithmetic, and
+their two losses, each made once over an adapter's own run."""
 
 
+from ._docs import put_words
 from ._layout import layout as _layout
 from ._validate import broadcast_shapes, normalize_axes
 
@@ -38,9 +40,9 @@ def loss_functions(run, shared, template):
     made = []
     for op, fields in LOSSES.items():
         fn = shared(_loss_function(run, op, template))
-        for key, value in zip(("name", "title", "scale", "loss", "grad", "why"),
-                              (op, *fields)):
-            fn.__doc__ = fn.__doc__.replace(f"<{key}>", value)
+        if fn.__doc__:  # None under python -OO
+            fn.__doc__ = put_words(fn.__doc__, dict(zip(
+                ("name", "title", "scale", "loss", "grad", "why"), (op, *fields))))
         made.append(fn)
     return made
 

@@ -2,7 +2,9 @@
 
 A docstring line that holds only ``{name}`` is replaced, once at import, by the fragment of
 that name, indented as the line was; one that holds ``{Parameters: a_b axis}`` by a numpydoc
-section of those fragments (`sharing`). Nothing here runs during a call.
+section of those fragments (`sharing`). Fragments may hold placeholders of their own, and
+``<word>``s that each module fills in (`put_words`): the framework adapters' array type, a
+loss's name. Nothing here runs during a call.
 """
 
 from __future__ import annotations
@@ -217,10 +219,16 @@ def sharing(own: Mapping[str, str] | None = None, **words: str) -> Callable[[F],
         if func.__doc__:  # None under python -OO
             for _ in range(2):  # a fragment may hold placeholders of its own
                 func.__doc__ = _PLACEHOLDER.sub(fill, func.__doc__)
-            for word, text in words.items():
-                func.__doc__ = func.__doc__.replace(f"<{word}>", text)
+            func.__doc__ = put_words(func.__doc__, words)
         return func
     return decorate
+
+
+def put_words(doc: str, words: Mapping[str, str]) -> str:
+    """doc with each ``<word>`` of `words` replaced by its text."""
+    for word, text in words.items():
+        doc = doc.replace(f"<{word}>", text)
+    return doc
 
 
 shared = sharing()
