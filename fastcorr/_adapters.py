@@ -15,6 +15,11 @@ def layout(shape_a, shape_b, axis, keepdims=False):
     return shape, axes, lay.kept if keepdims else lay.reduced
 
 
+def static_axis(axis):
+    """axis as a hashable static argument of a traced function: a list becomes a tuple."""
+    return axis if axis is None or isinstance(axis, int) else tuple(axis)
+
+
 def broadcast_dims(x_shape, shape):
     """The axes of an array of x_shape to sum over to give it `shape` (where broadcasting
     added or stretched them), as autograd does for a broadcast input."""

@@ -26,7 +26,7 @@ from jax.experimental.buffer_callback import buffer_callback
 
 import fastcorr
 
-from ._adapters import broadcast_dims, layout, loss_functions
+from ._adapters import broadcast_dims, layout, loss_functions, static_axis
 from ._docs import sharing
 from ._memory import advise_huge_pages
 
@@ -171,10 +171,6 @@ def _sum_to(x: Any, shape: Any) -> Any:
 _loss.defvjp(_loss_fwd, _loss_bwd)
 
 
-def _static_axis(axis: Any) -> Any:
-    return axis if axis is None or isinstance(axis, int) else tuple(axis)
-
-
 @shared
 def correlation(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, keepdims: bool = False
                 ) -> jax.Array:
@@ -194,7 +190,7 @@ def correlation(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, keepdims: bool =
     >>> fj.correlation(a, b)
     Array([ 3., 12.], dtype=float32)
     """
-    out: jax.Array = _correlation(jnp.asarray(a), jnp.asarray(b), _static_axis(axis), keepdims)
+    out: jax.Array = _correlation(jnp.asarray(a), jnp.asarray(b), static_axis(axis), keepdims)
     return out
 
 
@@ -223,7 +219,7 @@ _LOSS_DOC = """<title>, differentiable.
 
 def _public_loss(a: ArrayLike, b: ArrayLike, op: str, axis: Axis, reduction: Reduction
                  ) -> jax.Array:
-    out: jax.Array = _loss(jnp.asarray(a), jnp.asarray(b), op, _static_axis(axis), reduction)
+    out: jax.Array = _loss(jnp.asarray(a), jnp.asarray(b), op, static_axis(axis), reduction)
     return out
 
 

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 import fastcorr
 
-from ._adapters import broadcast_dims, layout, loss_functions
+from ._adapters import broadcast_dims, layout, loss_functions, static_axis
 from ._docs import sharing
 
 if TYPE_CHECKING:
@@ -49,10 +49,6 @@ tf.errors.InvalidArgumentError
 shared = sharing(_DOCS, array="tf.Tensor", result="of `a`'s dtype")
 
 __all__ = ["correlation", "corr_loss", "product_loss"]
-
-
-def _static(axis: Any) -> Any:
-    return axis if axis is None or isinstance(axis, int) else tuple(axis)
 
 
 def _call(f: Any, inputs: Any, dtypes: Any) -> Any:
@@ -88,7 +84,7 @@ def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> A
     >>> ftf.correlation(a, b).numpy()
     array([ 3., 12.], dtype=float32)
     """
-    axis = _static(axis)
+    axis = static_axis(axis)
 
     # TensorFlow has no annotations: its decorator is untyped
     @tf.custom_gradient  # type: ignore[untyped-decorator]
@@ -107,7 +103,7 @@ def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> A
 
 
 def _loss(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
-    axis = _static(axis)
+    axis = static_axis(axis)
 
     # TensorFlow has no annotations: its decorator is untyped
     @tf.custom_gradient  # type: ignore[untyped-decorator]
