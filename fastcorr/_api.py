@@ -10,7 +10,9 @@ arrays go to `_dask`, which builds a graph of these same functions.
 
 The public signatures are typed (`fastcorr._typing`): NumPy arrays in give NumPy types out
 (the first overloads); anything else (CUDA device arrays, Dask arrays, array-likes) gives Any.
-Their docstrings share fragments (`fastcorr._docs`).
+The four losses are made by `_loss_function`, corr_loss and product_loss typed as one
+`_typing.Loss`, their _and_grad twins as `_typing.LossAndGrad`. The docstrings share fragments
+(`fastcorr._docs`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from ._validate import is_dask_array
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
 
-    from ._typing import Axis, Backend, CudaArray, FloatArray, Input, Reduction, SumReduction
+    from ._typing import (Axis, Backend, CudaArray, FloatArray, Input, Loss, LossAndGrad,
+                          Reduction)
 
 _F64 = np.dtype(np.float64)
 
@@ -84,12 +87,9 @@ def correlation(a: Input, b: Input, axis: Axis = -1, *, keepdims: bool = False,
     correlation_vjp : the gradients of ``sum(grad * correlation(a, b, axis))``.
     fastcorr.reference.correlation : the plain-NumPy formulation.
 
-    {Notes: dtype where}
+    {Notes: results}
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import fastcorr
+    {Examples: imports}
     >>> a = np.arange(6.0).reshape(2, 3)
     >>> b = np.ones((2, 3))
     >>> fastcorr.correlation(a, b)
@@ -153,20 +153,17 @@ def correlation_vjp(a: Input, b: Input, grad: Input, axis: Axis = -1, *,
 
     See Also
     --------
-    correlation : the forward pass.
+    correlation : the forward pass, ``sum(a * b, axis)``.
+    corr_loss_and_grad : the gradients for the correlation itself as `grad`, with the loss.
 
     Notes
     -----
     With ``c = correlation(a, b, axis, keepdims=True)`` and `grad` of its shape,
     ``grad_a = grad * b`` and ``grad_b = grad * a``, each summed back to its input's shape.
 
-    {dtype}
-    {where}
+    {results}
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import fastcorr
+    {Examples: imports}
     >>> a = np.arange(6.0).reshape(2, 3)
     >>> b = np.ones((2, 3))
     >>> grad_a, grad_b = fastcorr.correlation_vjp(a, b, np.array([1.0, 2.0]))
@@ -241,46 +238,45 @@ def _loss(func: str, op: str, a: Input, b: Input, axis: Axis, reduction: Reducti
     return (loss, *(ex.deliver_grad(x, s, o) for x, s, o in zip((ga, gb), call.shapes, outs)))
 
 
-@overload
-def corr_loss(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
-              reduction: SumReduction = "sum", backend: Backend = "auto") -> np.floating[Any]: ...
-@overload
-def corr_loss(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
-              reduction: Literal["none"], backend: Backend = "auto") -> FloatArray: ...
-@overload
-def corr_loss(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "sum",
-              backend: Backend = "auto") -> Any: ...
-@shared
-def corr_loss(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "sum",
-              backend: Backend = "auto") -> Any:
-    """The correlation loss ``0.5 * ||correlation(a, b, axis)||**2``.
+def _loss_function(func: str, doc: str) -> Any:
+    """A public loss function, `func`: corr_loss and product_loss share one signature
+    (`_typing.Loss`), their _and_grad twins another (`_typing.LossAndGrad`), and all four
+    one flow (`_loss_and_grad`)."""
+    if func.endswith("_and_grad"):
+        def public(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "sum",
+                   out: Sequence[Any] | None = None, backend: Backend = "auto") -> Any:
+            return _loss_and_grad(func, a, b, axis, reduction, out, backend)
+    else:
+        def public(a: Input, b: Input, axis: Axis = -1, *,  # type: ignore[misc]
+                   reduction: Reduction = "sum", backend: Backend = "auto") -> Any:
+            return _loss_and_grad(func, a, b, axis, reduction, None, backend)
+    public.__name__ = public.__qualname__ = func
+    public.__doc__ = doc
+    return shared(public)
+
+
+corr_loss: Loss = _loss_function("corr_loss", """\
+The correlation loss ``0.5 * ||correlation(a, b, axis)||**2``.
 
     Half the squared correlation at each position (each index of the axes that are not
     reduced), summed, averaged or returned per position. The correlation is never stored:
     each position's loss is accumulated as it is computed, in float64.
 
-    {Parameters: a_b axis reduction backend}
-
-    {Returns: loss_returns}
-
-    {Raises: raises}
+    {loss_sections}
 
     See Also
     --------
     corr_loss_and_grad : the loss with its gradients, in one fused pass.
+    product_loss : the loss of the products themselves, not of their sum.
 
     Notes
     -----
     With ``c = sum(a * b, axis)``: ``0.5 * sum(c**2)`` ("sum"), that divided by ``c.size``
     ("mean"), or ``0.5 * c**2`` ("none").
 
-    {dtype}
-    {where}
+    {results}
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import fastcorr
+    {Examples: imports}
     >>> a = np.arange(6.0).reshape(2, 3)
     >>> b = np.ones((2, 3))
     >>> fastcorr.corr_loss(a, b)  # correlation [3, 12]: 0.5 * (9 + 144)
@@ -289,48 +285,22 @@ def corr_loss(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "su
     np.float64(38.25)
     >>> fastcorr.corr_loss(a, b, reduction="none")
     array([ 4.5, 72. ])
-    """
-    return _loss_and_grad("corr_loss", a, b, axis, reduction, None, backend)
+    """)
 
 
-@overload
-def corr_loss_and_grad(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
-                       reduction: SumReduction = "sum", out: Sequence[FloatArray] | None = None,
-                       backend: Backend = "auto"
-                       ) -> tuple[np.floating[Any], FloatArray, FloatArray]: ...
-@overload
-def corr_loss_and_grad(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
-                       reduction: Literal["none"], out: Sequence[FloatArray] | None = None,
-                       backend: Backend = "auto") -> tuple[FloatArray, FloatArray, FloatArray]:
-    ...
-@overload
-def corr_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "sum",
-                       out: Sequence[Any] | None = None, backend: Backend = "auto"
-                       ) -> tuple[Any, Any, Any]: ...
-@shared
-def corr_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "sum",
-                       out: Sequence[Any] | None = None, backend: Backend = "auto"
-                       ) -> tuple[Any, Any, Any]:
-    """The correlation loss and its gradients, ``(loss, corr * b, corr * a)``, fused.
+corr_loss_and_grad: LossAndGrad = _loss_function("corr_loss_and_grad", """\
+The correlation loss and its gradients, ``(loss, corr * b, corr * a)``, fused.
 
     One pass reads `a` and `b` once, writes both gradients once and accumulates the loss on
     the way: four array passes, the memory-traffic floor, where computing the correlation,
     the loss and the two gradients separately reads and writes each array again.
 
-    {Parameters: a_b axis reduction out_pair backend}
-
-    Returns
-    -------
-    {loss_returns}
-    {grad_returns}
-        They are the gradients of the sum of what `loss` is (of the mean for "mean", of the
-        sum of the per-position losses for "none").
-
-    {Raises: raises}
+    {loss_grad_sections}
 
     See Also
     --------
     corr_loss : the loss alone.
+    correlation_vjp : the gradients for any upstream gradient.
 
     Notes
     -----
@@ -338,13 +308,9 @@ def corr_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduct
     ``grad_a = c * b`` and ``grad_b = c * a`` (divided by the number of positions for
     "mean"), each summed back to its input's shape.
 
-    {dtype}
-    {where}
+    {results}
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import fastcorr
+    {Examples: imports}
     >>> a = np.arange(6.0).reshape(2, 3)
     >>> b = np.ones((2, 3))
     >>> loss, grad_a, grad_b = fastcorr.corr_loss_and_grad(a, b)
@@ -356,95 +322,47 @@ def corr_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduct
     >>> grad_b  # the correlation times a
     array([[ 0.,  3.,  6.],
            [36., 48., 60.]])
-    """
-    return _loss_and_grad(  # type: ignore[no-any-return]
-        "corr_loss_and_grad", a, b, axis, reduction, out, backend)
+    """)
 
 
-@overload
-def product_loss(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
-                 reduction: SumReduction = "sum", backend: Backend = "auto"
-                 ) -> np.floating[Any]: ...
-@overload
-def product_loss(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
-                 reduction: Literal["none"], backend: Backend = "auto") -> FloatArray: ...
-@overload
-def product_loss(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "sum",
-                 backend: Backend = "auto") -> Any: ...
-@shared
-def product_loss(a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "sum",
-                 backend: Backend = "auto") -> Any:
-    """The product loss ``0.5 * ||a * b||**2``, per correlation position.
+product_loss: Loss = _loss_function("product_loss", """\
+The product loss ``0.5 * ||a * b||**2``, per correlation position.
 
     Half the squared products, summed along `axis` at each position (each index of the axes
     that are not reduced), then summed, averaged or returned per position. The products are
     never stored; the loss is accumulated in float64.
 
-    {Parameters: a_b axis reduction backend}
-
-    {Returns: loss_returns}
-
-    {Raises: raises}
+    {loss_sections}
 
     See Also
     --------
     product_loss_and_grad : the loss with its gradients, in one fused pass.
+    corr_loss : the loss of the correlation, the sum of the products.
 
     Notes
     -----
     With ``p = 0.5 * sum((a * b)**2, axis)``: ``sum(p)`` ("sum"), that divided by ``p.size``
     ("mean"), or ``p`` ("none").
 
-    {dtype}
-    {where}
+    {results}
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import fastcorr
+    {Examples: imports}
     >>> a = np.arange(6.0).reshape(2, 3)
     >>> b = np.ones((2, 3))
     >>> fastcorr.product_loss(a, b)  # 0.5 * (0 + 1 + 4 + 9 + 16 + 25)
     np.float64(27.5)
     >>> fastcorr.product_loss(a, b, reduction="none")
     array([ 2.5, 25. ])
-    """
-    return _loss_and_grad("product_loss", a, b, axis, reduction, None, backend)
+    """)
 
 
-@overload
-def product_loss_and_grad(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
-                          reduction: SumReduction = "sum",
-                          out: Sequence[FloatArray] | None = None, backend: Backend = "auto"
-                          ) -> tuple[np.floating[Any], FloatArray, FloatArray]: ...
-@overload
-def product_loss_and_grad(a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
-                          reduction: Literal["none"], out: Sequence[FloatArray] | None = None,
-                          backend: Backend = "auto"
-                          ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
-@overload
-def product_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *,
-                          reduction: Reduction = "sum", out: Sequence[Any] | None = None,
-                          backend: Backend = "auto") -> tuple[Any, Any, Any]: ...
-@shared
-def product_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *,
-                          reduction: Reduction = "sum", out: Sequence[Any] | None = None,
-                          backend: Backend = "auto") -> tuple[Any, Any, Any]:
-    """The product loss and its gradients, ``(loss, a * b**2, a**2 * b)``, fused.
+product_loss_and_grad: LossAndGrad = _loss_function("product_loss_and_grad", """\
+The product loss and its gradients, ``(loss, a * b**2, a**2 * b)``, fused.
 
     One pass reads `a` and `b` once, writes both gradients once and accumulates the loss on
     the way: four array passes, the memory-traffic floor.
 
-    {Parameters: a_b axis reduction out_pair backend}
-
-    Returns
-    -------
-    {loss_returns}
-    {grad_returns}
-        They are the gradients of the sum of what `loss` is (of the mean for "mean", of the
-        sum of the per-position losses for "none").
-
-    {Raises: raises}
+    {loss_grad_sections}
 
     See Also
     --------
@@ -455,13 +373,9 @@ def product_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *,
     The loss is as in `product_loss`; ``grad_a = a * b**2`` and ``grad_b = a**2 * b``
     (divided by the number of positions for "mean"), each summed back to its input's shape.
 
-    {dtype}
-    {where}
+    {results}
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import fastcorr
+    {Examples: imports}
     >>> a = np.arange(6.0).reshape(2, 3)
     >>> b = np.full((2, 3), 2.0)
     >>> loss, grad_a, grad_b = fastcorr.product_loss_and_grad(a, b)
@@ -473,9 +387,8 @@ def product_loss_and_grad(a: Input, b: Input, axis: Axis = -1, *,
     >>> grad_b  # a**2 * b
     array([[ 0.,  2.,  8.],
            [18., 32., 50.]])
-    """
-    return _loss_and_grad(  # type: ignore[no-any-return]
-        "product_loss_and_grad", a, b, axis, reduction, out, backend)
+    """)
+
 
 
 def _loss_and_grad(func: str, a: Any, b: Any, axis: Axis, reduction: Reduction, out: Any,
@@ -559,6 +472,7 @@ def _remember(key: tuple[Any, ...] | None, call: Call, shape: tuple[int, ...] | 
     _PLANS[key] = plan
 
 
-PUBLIC: dict[str, Callable[..., Any]] = {
-    f.__name__: f for f in (correlation, correlation_vjp, corr_loss, corr_loss_and_grad,
-                            product_loss, product_loss_and_grad)}
+PUBLIC: dict[str, Callable[..., Any]] = dict(
+    correlation=correlation, correlation_vjp=correlation_vjp, corr_loss=corr_loss,
+    corr_loss_and_grad=corr_loss_and_grad, product_loss=product_loss,
+    product_loss_and_grad=product_loss_and_grad)

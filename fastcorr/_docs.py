@@ -101,14 +101,33 @@ direction : {"2d", "x"}, optional
 normalize : bool, optional
     True (default, as FlowNet and CorrelationCost): divide by the number of terms,
     ``kernel_size**2 * C``; False: the plain sums.""",
-    "dtype": """\
+    "results": """\
 The result dtype is ``numpy.result_type`` of the inputs, with Python scalars weak as in
 NumPy 2 (float32 with ``2.0`` stays float32); float64 for integer and bool inputs; float16
-for float16 inputs (computed in float32).""",
-    "where": """\
+for float16 inputs (computed in float32).
 For CUDA device arrays the results are arrays of the inputs' library on their device (CuPy
 in, CuPy out; a torch tensor in, a torch tensor out), queued on its current stream; for
 NumPy inputs with ``backend="cuda"``, NumPy arrays.""",
+    "imports": """\
+>>> import numpy as np
+>>> import fastcorr""",
+    "loss_sections": """\
+{Parameters: a_b axis reduction backend}
+
+{Returns: loss_returns}
+
+{Raises: raises}""",
+    "loss_grad_sections": """\
+{Parameters: a_b axis reduction out_pair backend}
+
+Returns
+-------
+{loss_returns}
+{grad_returns}
+    They are the gradients of the sum of what `loss` is (of the mean for "mean", of the
+    sum of the per-position losses for "none").
+
+{Raises: raises}""",
     "adapter_correlation": """\
 {Parameters: a_b axis keepdims}
 

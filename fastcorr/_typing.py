@@ -7,13 +7,15 @@ and no call pays for it.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, TypeVar, Union
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol, TypedDict, TypeVar, Union, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["Axis", "Backend", "CudaArray", "Direction", "FloatArray", "Input",
-           "LossFunction", "MaxDisplacement", "Reduction", "SumReduction"]
+__all__ = ["Axis", "Backend", "CudaArray", "Direction", "FloatArray", "Input", "Loss",
+           "LossAndGrad", "LossFunction", "MaxDisplacement", "Reduction", "SumReduction",
+           "VolumeParams"]
 
 Backend = Literal["auto", "cpu", "cuda", "reference"]
 Reduction = Literal["sum", "mean", "none"]
@@ -45,3 +47,53 @@ class LossFunction(Protocol[T_co]):
 
     def __call__(self, a: Any, b: Any, axis: Axis = -1, *, reduction: Reduction = "sum"
                  ) -> T_co: ...
+
+
+class Loss(Protocol):
+    """corr_loss and product_loss: one signature, one function (`_api.loss_function`)."""
+
+    @overload
+    def __call__(self, a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
+                 reduction: SumReduction = "sum", backend: Backend = "auto"
+                 ) -> np.floating[Any]: ...
+    @overload
+    def __call__(self, a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
+                 reduction: Literal["none"], backend: Backend = "auto") -> FloatArray: ...
+    @overload
+    def __call__(self, a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "sum",
+                 backend: Backend = "auto") -> Any: ...
+
+
+class LossAndGrad(Protocol):
+    """corr_loss_and_grad and product_loss_and_grad: ``(loss, grad_a, grad_b)``."""
+
+    @overload
+    def __call__(self, a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
+                 reduction: SumReduction = "sum", out: Sequence[FloatArray] | None = None,
+                 backend: Backend = "auto") -> tuple[np.floating[Any], FloatArray, FloatArray]:
+        ...
+    @overload
+    def __call__(self, a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
+                 reduction: Literal["none"], out: Sequence[FloatArray] | None = None,
+                 backend: Backend = "auto") -> tuple[FloatArray, FloatArray, FloatArray]: ...
+    @overload
+    def __call__(self, a: Input, b: Input, axis: Axis = -1, *, reduction: Reduction = "sum",
+                 out: Sequence[Any] | None = None, backend: Backend = "auto"
+                 ) -> tuple[Any, Any, Any]: ...
+
+
+class _Displacement(TypedDict):
+    max_displacement: MaxDisplacement
+
+
+class VolumeParams(_Displacement, total=False):
+    """The cost volume's geometry, as the keywords of its four functions' overloads
+    (``**params: Unpack[VolumeParams]``); their implementations spell the keywords out, with
+    their defaults, for `inspect.signature` and `help`."""
+
+    kernel_size: int
+    stride1: int
+    stride2: int
+    pad: int | None
+    direction: Direction
+    normalize: bool

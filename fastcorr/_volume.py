@@ -10,7 +10,8 @@ CorrelationCost; `Geometry` turns the parameters into the named integers the ker
 
 The four functions run on the executors of the six others (fastcorr._api: the same checks,
 messages and dtype rules); backend="reference" returns early with fastcorr.reference.
-Their signatures are typed as fastcorr._api's, and their docstrings share its fragments.
+Their signatures are typed as fastcorr._api's, the geometry keywords of their overloads as one
+`_typing.VolumeParams`, and their docstrings share its fragments.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ if TYPE_CHECKING:
         MaxDisplacement,
         Reduction,
         SumReduction,
+        VolumeParams,
     )
+    from typing_extensions import Unpack
 
 _F64 = np.dtype(np.float64)
 DIRECTIONS = ("2d", "x")
@@ -308,17 +311,12 @@ def _params(max_displacement: Any, kernel_size: Any, stride1: Any, stride2: Any,
 
 
 @overload
-def correlation_volume(a: NDArray[Any], b: NDArray[Any], *, max_displacement: MaxDisplacement,
-                       kernel_size: int = 1, stride1: int = 1, stride2: int = 1,
-                       pad: int | None = None, direction: Direction = "2d",
-                       normalize: bool = True, out: FloatArray | None = None,
-                       backend: Backend = "auto") -> FloatArray: ...
+def correlation_volume(a: NDArray[Any], b: NDArray[Any], *, out: FloatArray | None = None,
+                       backend: Backend = "auto", **params: Unpack[VolumeParams]
+                       ) -> FloatArray: ...
 @overload
-def correlation_volume(a: Input, b: Input, *, max_displacement: MaxDisplacement,
-                       kernel_size: int = 1, stride1: int = 1, stride2: int = 1,
-                       pad: int | None = None, direction: Direction = "2d",
-                       normalize: bool = True, out: NDArray[Any] | CudaArray | None = None,
-                       backend: Backend = "auto") -> Any: ...
+def correlation_volume(a: Input, b: Input, *, out: NDArray[Any] | CudaArray | None = None,
+                       backend: Backend = "auto", **params: Unpack[VolumeParams]) -> Any: ...
 @shared
 def correlation_volume(a: Input, b: Input, *, max_displacement: MaxDisplacement,
                        kernel_size: int = 1, stride1: int = 1, stride2: int = 1,
@@ -354,13 +352,9 @@ def correlation_volume(a: Input, b: Input, *, max_displacement: MaxDisplacement,
     over the pixels the windows read is computed once into a scratch array, and the windows
     are its window sums.
 
-    {dtype}
-    {where}
+    {results}
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import fastcorr
+    {Examples: imports}
     >>> a = np.arange(8.0).reshape(1, 2, 2, 2)
     >>> b = np.ones((1, 2, 2, 2))
     >>> v = fastcorr.correlation_volume(a, b, max_displacement=1, normalize=False)
@@ -398,18 +392,13 @@ def correlation_volume(a: Input, b: Input, *, max_displacement: MaxDisplacement,
 
 @overload
 def correlation_volume_vjp(a: NDArray[Any], b: NDArray[Any], grad: ArrayLike, *,
-                           max_displacement: MaxDisplacement, kernel_size: int = 1,
-                           stride1: int = 1, stride2: int = 1, pad: int | None = None,
-                           direction: Direction = "2d", normalize: bool = True,
-                           out: Sequence[FloatArray] | None = None, backend: Backend = "auto"
-                           ) -> tuple[FloatArray, FloatArray]: ...
+                           out: Sequence[FloatArray] | None = None, backend: Backend = "auto",
+                           **params: Unpack[VolumeParams]) -> tuple[FloatArray, FloatArray]:
+    ...
 @overload
 def correlation_volume_vjp(a: Input, b: Input, grad: Input, *,
-                           max_displacement: MaxDisplacement, kernel_size: int = 1,
-                           stride1: int = 1, stride2: int = 1, pad: int | None = None,
-                           direction: Direction = "2d", normalize: bool = True,
-                           out: Sequence[Any] | None = None, backend: Backend = "auto"
-                           ) -> tuple[Any, Any]: ...
+                           out: Sequence[Any] | None = None, backend: Backend = "auto",
+                           **params: Unpack[VolumeParams]) -> tuple[Any, Any]: ...
 @shared
 def correlation_volume_vjp(a: Input, b: Input, grad: Input, *,
                            max_displacement: MaxDisplacement, kernel_size: int = 1,
@@ -436,13 +425,9 @@ def correlation_volume_vjp(a: Input, b: Input, grad: Input, *,
 
     {Notes: volume_formula}
 
-    {dtype}
-    {where}
+    {results}
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import fastcorr
+    {Examples: imports}
     >>> a = np.arange(8.0).reshape(1, 2, 2, 2)
     >>> b = np.ones((1, 2, 2, 2))
     >>> grad = np.ones((1, 2, 2, 9))
@@ -467,24 +452,16 @@ def correlation_volume_vjp(a: Input, b: Input, grad: Input, *,
 
 @overload
 def correlation_volume_loss(a: NDArray[Any], b: NDArray[Any], *,
-                            max_displacement: MaxDisplacement, kernel_size: int = 1,
-                            stride1: int = 1, stride2: int = 1, pad: int | None = None,
-                            direction: Direction = "2d", normalize: bool = True,
-                            reduction: SumReduction = "sum", backend: Backend = "auto"
-                            ) -> np.floating[Any]: ...
+                            reduction: SumReduction = "sum", backend: Backend = "auto",
+                            **params: Unpack[VolumeParams]) -> np.floating[Any]: ...
 @overload
-def correlation_volume_loss(a: NDArray[Any], b: NDArray[Any], *,
-                            max_displacement: MaxDisplacement, kernel_size: int = 1,
-                            stride1: int = 1, stride2: int = 1, pad: int | None = None,
-                            direction: Direction = "2d", normalize: bool = True,
-                            reduction: Literal["none"], backend: Backend = "auto"
+def correlation_volume_loss(a: NDArray[Any], b: NDArray[Any], *, reduction: Literal["none"],
+                            backend: Backend = "auto", **params: Unpack[VolumeParams]
                             ) -> FloatArray: ...
 @overload
-def correlation_volume_loss(a: Input, b: Input, *, max_displacement: MaxDisplacement,
-                            kernel_size: int = 1, stride1: int = 1, stride2: int = 1,
-                            pad: int | None = None, direction: Direction = "2d",
-                            normalize: bool = True, reduction: Reduction = "sum",
-                            backend: Backend = "auto") -> Any: ...
+def correlation_volume_loss(a: Input, b: Input, *, reduction: Reduction = "sum",
+                            backend: Backend = "auto", **params: Unpack[VolumeParams]
+                            ) -> Any: ...
 @shared
 def correlation_volume_loss(a: Input, b: Input, *, max_displacement: MaxDisplacement,
                             kernel_size: int = 1, stride1: int = 1, stride2: int = 1,
@@ -515,13 +492,9 @@ def correlation_volume_loss(a: Input, b: Input, *, max_displacement: MaxDisplace
 
     {Notes: volume_formula}
 
-    {dtype}
-    {where}
+    {results}
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import fastcorr
+    {Examples: imports}
     >>> a = np.arange(8.0).reshape(1, 2, 2, 2)
     >>> b = np.ones((1, 2, 2, 2))
     >>> fastcorr.correlation_volume_loss(a, b, max_displacement=1, normalize=False)
@@ -537,30 +510,21 @@ def correlation_volume_loss(a: Input, b: Input, *, max_displacement: MaxDisplace
 
 @overload
 def correlation_volume_loss_and_grad(a: NDArray[Any], b: NDArray[Any], *,
-                                     max_displacement: MaxDisplacement, kernel_size: int = 1,
-                                     stride1: int = 1, stride2: int = 1,
-                                     pad: int | None = None, direction: Direction = "2d",
-                                     normalize: bool = True, reduction: SumReduction = "sum",
+                                     reduction: SumReduction = "sum",
                                      out: Sequence[FloatArray] | None = None,
-                                     backend: Backend = "auto"
+                                     backend: Backend = "auto", **params: Unpack[VolumeParams]
                                      ) -> tuple[np.floating[Any], FloatArray, FloatArray]: ...
 @overload
 def correlation_volume_loss_and_grad(a: NDArray[Any], b: NDArray[Any], *,
-                                     max_displacement: MaxDisplacement, kernel_size: int = 1,
-                                     stride1: int = 1, stride2: int = 1,
-                                     pad: int | None = None, direction: Direction = "2d",
-                                     normalize: bool = True, reduction: Literal["none"],
+                                     reduction: Literal["none"],
                                      out: Sequence[FloatArray] | None = None,
-                                     backend: Backend = "auto"
+                                     backend: Backend = "auto", **params: Unpack[VolumeParams]
                                      ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
 @overload
-def correlation_volume_loss_and_grad(a: Input, b: Input, *,
-                                     max_displacement: MaxDisplacement, kernel_size: int = 1,
-                                     stride1: int = 1, stride2: int = 1,
-                                     pad: int | None = None, direction: Direction = "2d",
-                                     normalize: bool = True, reduction: Reduction = "sum",
+def correlation_volume_loss_and_grad(a: Input, b: Input, *, reduction: Reduction = "sum",
                                      out: Sequence[Any] | None = None,
-                                     backend: Backend = "auto") -> tuple[Any, Any, Any]: ...
+                                     backend: Backend = "auto", **params: Unpack[VolumeParams]
+                                     ) -> tuple[Any, Any, Any]: ...
 @shared
 def correlation_volume_loss_and_grad(a: Input, b: Input, *,
                                      max_displacement: MaxDisplacement, kernel_size: int = 1,
@@ -597,13 +561,9 @@ def correlation_volume_loss_and_grad(a: Input, b: Input, *,
 
     {Notes: volume_formula}
 
-    {dtype}
-    {where}
+    {results}
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import fastcorr
+    {Examples: imports}
     >>> a = np.arange(8.0).reshape(1, 2, 2, 2)
     >>> b = np.ones((1, 2, 2, 2))
     >>> loss, grad_a, grad_b = fastcorr.correlation_volume_loss_and_grad(
