@@ -43,7 +43,7 @@ def _pairs(dtype):
         "scalar": (a, 2.0),
         # inputs converted to the compute dtype arrive as writable copies
         "converted": draw((2, 6, 7, 5), other),
-        # 2**16 elements: the paths that run on threads; a long reduced axis and few
+        # 2**16 elements: the paths cut into chunks; a long reduced axis and few
         # positions: the paths that split it into segments (their partial sums in float64)
         "large": draw((4, 32, 32, 16)),
         "long": draw((1, 256, 256, 2)),

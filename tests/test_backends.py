@@ -240,7 +240,8 @@ def test_nan_and_inf_propagate(backend, func, axis):
 
 
 # --------------------------------------------------------------------------- larger inputs
-# Big enough for the parallel kernels, their tiles, and R split into segments.
+# Big enough to be cut into chunks, with their tiles and R split into segments (the same
+# chunks on one thread or many: tests/test_threads.py).
 
 LARGE = [
     ((8, 32, 32, 64), -1),

@@ -17,11 +17,27 @@ import fastcorr
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# Calls this small run on the calling thread alone (cpu.PARALLEL_BYTES); here they go to the
+# pool's threads, as larger calls do, so that the tests meet the threads at test sizes.
+PARALLEL = """
+import fastcorr._kernels.cpu, fastcorr._kernels.volume_cpu
+fastcorr._kernels.cpu.PARALLEL_BYTES = fastcorr._kernels.volume_cpu.PARALLEL_WORK = 0
+"""
+
+
+@pytest.fixture(autouse=True)
+def on_threads(monkeypatch):
+    from fastcorr._kernels import cpu, volume_cpu
+
+    monkeypatch.setattr(cpu, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(volume_cpu, "PARALLEL_WORK", 0)
+
 COMMON = """
 import multiprocessing as mp, sys, threading
 import numpy as np, numba, fastcorr
 sys.path.insert(0, {here!r})
 from helpers import check
+""" + PARALLEL + """
 
 @numba.njit(parallel=True)
 def users_own(x):  # the process's own parallel Numba code starts a threading layer
@@ -31,7 +47,7 @@ def users_own(x):  # the process's own parallel Numba code starts a threading la
     return s
 
 rng = np.random.default_rng(0)
-a = rng.standard_normal((32, 64, 96)).astype(np.float32)  # big enough for the parallel kernels
+a = rng.standard_normal((32, 64, 96)).astype(np.float32)  # big enough to be cut into chunks
 b = rng.standard_normal((32, 64, 96)).astype(np.float32)
 
 def work(i):

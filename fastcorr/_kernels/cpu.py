@@ -42,7 +42,12 @@ TILE_BYTES = 4 << 20
 MIN_RUN = 1024
 MAX_RUN = 1 << 16
 FLAT_RUN = 1 << 14  # segment of an elementwise problem taken as one long row
-PARALLEL_MIN = 1 << 16  # elements; below this one thread is faster
+PARALLEL_MIN = 1 << 16  # elements; smaller problems are tiled as one chunk
+# Bytes a call moves (its inputs read, its gradients written) before a second thread pays for
+# itself: waking a pool worker and sharing chunks with it cost 50-100 us a call on the 2-core
+# VM this was measured on, where one thread wake-up takes about 20 us, and a serial call
+# below about 16 MiB (300 us there) came out faster on one thread than on two.
+PARALLEL_BYTES = 16 << 20
 # Fixed True in the rows kernels' "_short" variants (_short_rows): rows of one cache line or
 # less, whose loops would run scalar, go through one masked vector each (vectors.py).
 SHORT_ROWS = False
@@ -520,11 +525,13 @@ def launch(name, parallel, *args):
     return combine(sums, comps)
 
 
-def _plan(shape, itemsize, fused=False):
+def _plan(shape, itemsize, fused=False, writes=False):
     """Tiling of a (P, R, Q) problem: (parallel, S segments of R, QB columns a tile, nchunks),
-    all fixed by the problem: only whether to run in parallel depends on the machine."""
+    all fixed by the problem: whether to run in parallel (writes: the call writes gradients,
+    two more passes) changes which threads compute the chunks, never the chunks."""
     P, R, Q = shape
-    return (P * R * Q >= PARALLEL_MIN,) + _tiling(P, R, Q, itemsize, fused)
+    moved = P * R * Q * itemsize * (4 if writes else 2)
+    return (moved >= PARALLEL_BYTES,) + _tiling(P, R, Q, itemsize, fused)
 
 
 @lru_cache(maxsize=1024)
@@ -618,7 +625,7 @@ def correlation_vjp(a, b, g, ga, gb):
     """ga = g * b and gb = g * a, with g (P, Q) float64 broadcast along R."""
     if _empty(a):
         return
-    parallel, S, QB, nchunks = _plan(a.shape, a.itemsize)
+    parallel, S, QB, nchunks = _plan(a.shape, a.itemsize, writes=True)
     if a.shape[2] == 1:
         rows = (_rows(a), _rows(b), _rows(ga), _rows(gb))
         launch(_short("rows_vjp", S, a.shape[1], a.itemsize, *rows), parallel, rows[0], rows[1],
@@ -637,7 +644,8 @@ def corr_loss_grad(a, b, scale, pos, ga, gb, total):
 def _corr_loss_grad(a, b, scale, pos, ga, gb):
     P, R, Q = a.shape
     # without gradients there is no second pass to keep tiles in cache for: the longest runs
-    parallel, S, QB, nchunks = _plan(a.shape, a.itemsize, fused=ga is not None)
+    parallel, S, QB, nchunks = _plan(a.shape, a.itemsize, fused=ga is not None,
+                                     writes=ga is not None)
     if S > 1:
         # Too few positions to keep the threads busy: sum over R in parallel segments, then
         # write the gradients in a second pass (the data cannot stay in cache between them).
@@ -676,10 +684,10 @@ def _product_loss_grad(a, b, scale, pos, ga, gb):
         if ga is not None:
             ga, gb = ga.reshape(a.shape), gb.reshape(a.shape)
     P, R, Q = a.shape
-    parallel, S, QB, nchunks = _plan(a.shape, a.itemsize)
+    parallel, S, QB, nchunks = _plan(a.shape, a.itemsize, writes=ga is not None)
     if P * Q == 1:
         S = max(S, -(-R // FLAT_RUN))
-        nchunks = min(S, nchunks) if parallel else 1
+        nchunks = min(S, nchunks)
     part = np.empty((P, S, Q)) if pos is not None else None
     if Q > 1:
         part = _unwanted(_F64, 3) if part is None else part

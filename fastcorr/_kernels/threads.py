@@ -81,7 +81,8 @@ def get_num_threads() -> int:
 
     Notes
     -----
-    Problems under 2**16 elements run on the calling thread alone, whatever the count.
+    Calls that move under 16 MiB (inputs read, gradients written) run on the calling
+    thread alone, whatever the count: sharing them costs more than it saves.
     Results are the same to the bit whatever number of threads ran them.
 
     Examples

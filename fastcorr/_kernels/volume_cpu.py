@@ -443,6 +443,13 @@ def _launch(name, a, geo, rows, *args):
     return _chunked(name, work, rows, a, *args)
 
 
+# Multiply-adds (values summed, for the window sums) of a kernel before a second thread pays
+# for itself: about 450 us on one thread of the 2-core VM where sharing a call cost 50-100 us
+# (cpu.PARALLEL_BYTES); the forward pass at 2.7M took 1.2x longer on two threads there, at 6M
+# 0.88x.
+PARALLEL_WORK = 1 << 22
+
+
 def _chunked(name, work, rows, *args):
-    par = work >= (1 << 16)
+    par = work >= PARALLEL_WORK
     return launch(name, par, *args, rows if par else 1)
