@@ -151,7 +151,7 @@ def _torch(how):
 
 def _jax(adapter):
     """jax.jit of the plain expression, or of fastcorr.jax (custom_vjp through
-    pure_callback)."""
+    buffer_callback)."""
     def make(p, a, b, g):
         import jax
         import jax.numpy as jnp
