@@ -77,9 +77,12 @@ def bench_table(rows, skipped, s, bandwidths, where, elapsed):
               "bandwidth line of the group). 'x numpy' is the NumPy expression's time over "
               "the row's, in the same run.")]
     if any(r["of_bandwidth"] > 1 for r in rows):
-        notes.append("Above 100% of bw: the problem fits in the last-level cache, which the "
-                     "repeated calls find warm, and which is faster than the memory the "
-                     "yardstick streams from (it uses arrays larger than any cache).")
+        notes.append("Above 100% of bw: the yardstick's ordinary stores read each line they "
+                     "write (its 3 arrays move 4), which fastcorr's streaming stores skip (the "
+                     "gradients along a strided axis, 8 MiB and more); or the problem fits in "
+                     "the last-level cache, which the repeated calls find warm (the yardstick "
+                     "uses arrays larger than any cache); or the machine's bandwidth moved "
+                     "between the yardstick and the row.")
     return table(title, rows, skipped, heading, columns, 17, notes, elapsed)
 
 
