@@ -133,11 +133,17 @@ def _item(parts, i, call, dtype):
 
 
 def _scalar_sum(parts, i, call):
-    """Item i of each chunk's results, a scalar, summed over the chunks in float64."""
+    """Item i of each chunk's results, a scalar, summed over the chunks in float64: in one
+    task where there are up to _FLAT_SUM chunks (Dask's default is a tree of pairs along each
+    axis, 15 tasks for 16 chunks, each of which costs a worker more than the adds it does)."""
     one = tuple((1,) * len(c) for c in call.a.chunks)
     blocks = parts.map_blocks(_scalar_block, i, call.ndim, chunks=one, dtype=_F64,
                               meta=call.meta(_F64))
-    return blocks.sum(dtype=_F64)
+    flat = {k: max(2, n) for k, n in enumerate(blocks.numblocks)}
+    return blocks.sum(dtype=_F64, split_every=flat if blocks.npartitions <= _FLAT_SUM else None)
+
+
+_FLAT_SUM = 1024
 
 
 def _scalar_block(t, i, ndim):
