@@ -174,12 +174,10 @@ def correlation_vjp(a: Input, b: Input, grad: Input, axis: Axis = -1, *,
     array([[ 0.,  1.,  2.],
            [ 6.,  8., 10.]])
     """
-    key = _key("correlation_vjp", a, b, axis, backend, out)
-    if key is not None and type(grad) is np.ndarray:
-        key += (grad.shape, grad.dtype)
-        plan = _PLANS.get(key)
-        if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:  # type: ignore
-            return plan(a, b, grad)  # type: ignore[no-any-return]
+    key = _key("correlation_vjp", a, b, axis, backend, out, grad=grad)
+    plan = _PLANS.get(key)
+    if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:  # type: ignore
+        return plan(a, b, grad)  # type: ignore[no-any-return]
     if _lazy(a, b, grad):
         return _on_dask(  # type: ignore[no-any-return]
             "correlation_vjp", a, b, axis, grad=grad, out=out, backend=backend)
@@ -196,8 +194,7 @@ def correlation_vjp(a: Input, b: Input, grad: Input, axis: Axis = -1, *,
         return tuple(ex.deliver(x, s, o) for x, s, o in zip(grads, call.shapes, outs))
     ga, gb = (ex.target(o, lay.prq, lay.direct(s), (g,)) for o, s in zip(outs, call.shapes))
     ex.run("correlation_vjp", *ex.operands(), g, ga, gb)
-    if key is not None and len(key) == 10:
-        _remember(key, call)
+    _remember(key, call)
     return tuple(ex.deliver_grad(x, s, o) for x, s, o in zip((ga, gb), call.shapes, outs))
 
 
@@ -417,13 +414,20 @@ _PLANS: dict[tuple[Any, ...] | None, Callable[..., Any]] = {}
 _PLAN_MAX = 1 << 15  # elements: above this the call is long enough that planning is noise
 
 
+_NO_GRAD = object()
+
+
 def _key(func: str, a: Any, b: Any, axis: Axis, backend: Backend, out: Any,
-         arg: str | bool = "") -> tuple[Any, ...] | None:
+         arg: str | bool = "", grad: Any = _NO_GRAD) -> tuple[Any, ...] | None:
     """The plan key of a call, or None where no plan may serve it; arg: keepdims or
-    reduction."""
+    reduction; grad: the VJP's upstream gradient, a NumPy array too where a plan serves."""
     if (out is None and type(a) is np.ndarray and type(b) is np.ndarray and type(axis) is int
             and type(backend) is str and (type(arg) is str or type(arg) is bool)):
-        return (func, a.shape, a.dtype, b.shape, b.dtype, axis, backend, arg)
+        if grad is _NO_GRAD:
+            return (func, a.shape, a.dtype, b.shape, b.dtype, axis, backend, arg)
+        if type(grad) is np.ndarray:
+            return (func, a.shape, a.dtype, b.shape, b.dtype, axis, backend, arg, grad.shape,
+                    grad.dtype)
     return None
 
 
@@ -451,10 +455,11 @@ def _remember(key: tuple[Any, ...] | None, call: Call, shape: tuple[int, ...] | 
             return out.reshape(shape)
     elif func == "correlation_vjp":
         def plan(a: Any, b: Any, g: Any) -> Any:  # type: ignore[misc]
-            ga, gb = np.empty(kshape, dtype), np.empty(kshape, dtype)
-            run(a.reshape(kshape), b.reshape(kshape),
-                np.ascontiguousarray(g, _F64).reshape(P, Q), ga, gb)
-            return ga.reshape(full), gb.reshape(full)
+            if g.dtype is not dtype and g.dtype is not _F64 or not g.flags.c_contiguous:
+                g = np.ascontiguousarray(g, _F64)
+            ga, gb = np.empty(full, dtype), np.empty(full, dtype)
+            run(a, b, g, ga, gb)
+            return ga, gb
     else:
         mean = reduction == "mean" and lay.positions
         grads = func.endswith("_and_grad")

@@ -311,3 +311,33 @@ def test_repeated_small_calls_of_every_function(func, axis):
             assert np.asarray(g).dtype == a.dtype and np.shape(g) == np.shape(w)
             tol = 1e-5 if a.dtype == np.float32 else 1e-12
             np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [1, -1, 0, (1, 2)])
+@pytest.mark.parametrize("grad", ["same", "float64", "float32", "int64", ">f8", "reversed",
+                                  "keepdims"])
+def test_small_vjp_plan_gives_the_kernels_bits(dtype, axis, grad):
+    """A repeated small VJP runs its plan (one compiled loop over the products); it must give
+    the bits of the kernels, which serve the same call with out= (never planned), for
+    upstream gradients of any dtype and layout, and new arrays every call."""
+    rng = np.random.default_rng(1)
+    shape = (2, 3, 4, 5)
+    a = rng.standard_normal(shape).astype(dtype)
+    b = rng.standard_normal(shape).astype(dtype)
+    a.flat[::7], b.flat[3::11] = -0.0, np.inf
+    a.flat[5] = np.nan
+    corr = fastcorr.correlation(a, b, axis, keepdims=grad == "keepdims")
+    g = rng.standard_normal(corr.shape) * 1e3
+    g.flat[::5] = [2.0**60 + 1, -0.0, np.nan, 1e-310, 3.3][:len(g.flat[::5])]
+    g = {"same": g.astype(dtype), "float64": g, "float32": g.astype(np.float32),
+         "int64": np.nan_to_num(g).astype(np.int64), ">f8": g.astype(">f8"),
+         "reversed": g[::-1], "keepdims": g}[grad]
+    for _ in range(3):  # the first call leaves a plan, the others run it
+        got = fastcorr.correlation_vjp(a, b, g, axis)
+    want = fastcorr.correlation_vjp(a, b, g, axis, out=(np.empty_like(a), np.empty_like(b)))
+    for x, y in zip(got, want):
+        assert x.dtype == y.dtype == a.dtype and x.shape == y.shape == shape
+        assert x.tobytes() == y.tobytes()
+    again = fastcorr.correlation_vjp(a, b, g, axis)
+    assert not any(np.shares_memory(x, y) for x in again for y in got)

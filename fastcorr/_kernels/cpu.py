@@ -20,7 +20,7 @@ pool of `threads` runs chunks on as many threads as a call may use.
 
 import math
 import types
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 from numba import njit
@@ -512,8 +512,8 @@ register(
 
 
 def dispatchers():
-    """The registered kernels' Numba dispatchers (their signatures and cache statistics)."""
-    return list(_KERNELS.values())
+    """The kernels' Numba dispatchers (their signatures and cache statistics)."""
+    return [*_KERNELS.values(), small_vjp]
 
 
 def launch(name, parallel, *args):
@@ -710,8 +710,12 @@ def serial_plan(op, prq, dtype, scale=1.0):
     their bits): (kernel shape, run) with, for C-ordered arrays of that shape,
     run(a, b, out (P, Q)) for the correlation, run(a, b, g (P, Q) float64, ga, gb) for its
     VJP, and run(a, b, ga, gb) -> loss for the losses (empty ga, gb: no gradients). The API
-    keeps these per call signature, so a repeated small call skips the planning."""
+    keeps these per call signature, so a repeated small call skips the planning. The VJP's
+    run(a, b, g, ga, gb) takes a, b, ga and gb in one C-ordered shape of P*R*Q elements and g
+    of P*Q, float64 or a's dtype, C-ordered (small_vjp)."""
     P, R, Q = prq
+    if op == "correlation_vjp":
+        return prq, partial(small_vjp, P, R, Q)
     _, S, QB, _ = _plan(prq, dtype.itemsize, fused=op == "corr_loss_and_grad")
     rows = Q == 1
 
@@ -726,11 +730,6 @@ def serial_plan(op, prq, dtype, scale=1.0):
         if rows:
             return (P, R), lambda a, b, out: kern(a, b, out, *_NO_SUMS)
         return prq, lambda a, b, out: kern(a, b, out.reshape(P, 1, Q), QB, *_NO_SUMS)
-    if op == "correlation_vjp":
-        kern = k("vjp")
-        if rows:
-            return (P, R), lambda a, b, g, ga, gb: kern(a, b, g[:, 0], ga, gb, 1, *_NO_SUMS)
-        return prq, lambda a, b, g, ga, gb: kern(a, b, g, ga, gb, 1, QB, False, *_NO_SUMS)
     if op.startswith("corr_loss"):
         kern = k("corr_grad")
         if rows:
@@ -745,6 +744,33 @@ def serial_plan(op, prq, dtype, scale=1.0):
     S = max(S, -(-R // FLAT_RUN)) if P == 1 else S
     part = _unwanted(_F64, 2)
     return (P, R), lambda a, b, ga, gb: _serial(kern, a, b, part, ga, gb, scale, S)
+
+
+@njit(**OPTIONS)
+def small_vjp(P, R, Q, a, b, g, ga, gb):
+    """correlation_vjp of small C-ordered a, b, ga and gb of one shape, seen as (P, R, Q). Each
+    element is the one product the VJP kernels compute, dtype(float64(g)) * x, so the bits
+    are theirs; at such sizes a kernel launch and the reshapes around it cost more Python
+    than NumPy's two broadcast products (and arrays made here cost more to hand back to
+    Python than arrays made there)."""
+    if Q == 1:  # rows: one loop along each (a loop of one element costs its set-up each)
+        x, y = a.reshape((P, R)), b.reshape((P, R))
+        gx, gy = ga.reshape((P, R)), gb.reshape((P, R))
+        for p in range(P):
+            s = a.dtype.type(np.float64(g.flat[p]))
+            for r in range(R):
+                gx[p, r] = s * y[p, r]
+                gy[p, r] = s * x[p, r]
+        return
+    x, y = a.reshape((P, R, Q)), b.reshape((P, R, Q))
+    gx, gy = ga.reshape((P, R, Q)), gb.reshape((P, R, Q))
+    w = g.reshape((P, Q))
+    for p in range(P):
+        for r in range(R):
+            for q in range(Q):
+                s = a.dtype.type(np.float64(w[p, q]))
+                gx[p, r, q] = s * y[p, r, q]
+                gy[p, r, q] = s * x[p, r, q]
 
 
 # The partial sums of a kernel that sums no loss: never written, so shared.
