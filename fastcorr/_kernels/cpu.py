@@ -733,17 +733,13 @@ def serial_plan(op, prq, dtype, scale=1.0):
     if op.startswith("corr_loss"):
         kern = k("corr_grad")
         if rows:
-            pos = _unwanted(_F64, 1)
-            return (P, R), lambda a, b, ga, gb: _serial(kern, a, b, pos, ga, gb, scale)
-        pos = _unwanted(_F64, 2)
-        return prq, lambda a, b, ga, gb: _serial(kern, a, b, pos, ga, gb, scale, QB, False)
+            return (P, R), _serial(kern, _unwanted(_F64, 1), scale)
+        return prq, _serial(kern, _unwanted(_F64, 2), scale, QB, False)
     kern = k("product")
     if not rows:
-        part = _unwanted(_F64, 3)
-        return prq, lambda a, b, ga, gb: _serial(kern, a, b, part, ga, gb, scale, S, QB)
+        return prq, _serial(kern, _unwanted(_F64, 3), scale, S, QB)
     S = max(S, -(-R // FLAT_RUN)) if P == 1 else S
-    part = _unwanted(_F64, 2)
-    return (P, R), lambda a, b, ga, gb: _serial(kern, a, b, part, ga, gb, scale, S)
+    return (P, R), _serial(kern, _unwanted(_F64, 2), scale, S)
 
 
 @njit(**OPTIONS)
@@ -777,9 +773,12 @@ def small_vjp(P, R, Q, a, b, g, ga, gb):
 _NO_SUMS = (np.zeros(1), np.zeros(1), 0, 1, 1)
 
 
-def _serial(kernel, *args):
-    """A kernel's one chunk on this thread; its loss."""
-    sums, comps = np.zeros(1), np.zeros(1)
-    kernel(*args, sums, comps, 0, 1, 1)
-    s = sums[0]
-    return s + comps[0] if math.isfinite(s) else s
+def _serial(kernel, pos, *fixed):
+    """run(a, b, ga, gb) -> the loss of kernel(a, b, pos, ga, gb, *fixed) over its one chunk,
+    on this thread. A loss kernel writes every chunk's partial sums, so they need no zeros."""
+    def run(a, b, ga, gb):
+        sums, comps = np.empty(1), np.empty(1)
+        kernel(a, b, pos, ga, gb, *fixed, sums, comps, 0, 1, 1)
+        s = sums[0]
+        return s + comps[0] if math.isfinite(s) else s
+    return run
