@@ -706,13 +706,12 @@ def _product_loss_grad(a, b, scale, pos, ga, gb):
 
 def serial_plan(op, prq, dtype, scale=1.0):
     """For small inputs of one (P, R, Q) shape, the cheapest call of an operation on this
-    thread, on the kernel and tiling the launchers above choose for it (so that it gives
-    their bits): (kernel shape, run) with, for C-ordered arrays of that shape,
-    run(a, b, out (P, Q)) for the correlation, run(a, b, g (P, Q) float64, ga, gb) for its
-    VJP, and run(a, b, ga, gb) -> loss for the losses (empty ga, gb: no gradients). The API
-    keeps these per call signature, so a repeated small call skips the planning. The VJP's
-    run(a, b, g, ga, gb) takes a, b, ga and gb in one C-ordered shape of P*R*Q elements and g
-    of P*Q, float64 or a's dtype, C-ordered (small_vjp)."""
+    thread, giving the bits of the launchers above: (kernel shape, run) with, for C-ordered
+    arrays of that shape, run(a, b, out (P, Q)) for the correlation and run(a, b, ga, gb) ->
+    loss for the losses (empty ga, gb: no gradients), each on the kernel and tiling the
+    launchers choose; for the VJP, run(a, b, g, ga, gb), with a, b, ga and gb of any one
+    C-ordered shape of P*R*Q elements and g of P*Q, float64 or a's dtype (small_vjp). The API
+    keeps these per call signature, so a repeated small call skips the planning."""
     P, R, Q = prq
     if op == "correlation_vjp":
         return prq, partial(small_vjp, P, R, Q)
