@@ -387,7 +387,6 @@ The product loss and its gradients, ``(loss, a * b**2, a**2 * b)``, fused.
     """)
 
 
-
 def _loss_and_grad(func: str, a: Any, b: Any, axis: Axis, reduction: Reduction, out: Any,
                    backend: Backend) -> Any:
     """Either loss (func), with its gradients where func ends in _and_grad."""

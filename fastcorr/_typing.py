@@ -50,7 +50,7 @@ class LossFunction(Protocol[T_co]):
 
 
 class Loss(Protocol):
-    """corr_loss and product_loss: one signature, one function (`_api.loss_function`)."""
+    """corr_loss and product_loss: one signature, one function (`_api._loss_function`)."""
 
     @overload
     def __call__(self, a: NDArray[Any], b: NDArray[Any], axis: Axis = -1, *,
