@@ -107,7 +107,7 @@ def correlation(a: Input, b: Input, axis: Axis = -1, *, keepdims: bool = False,
     """
     key = _key("correlation", a, b, axis, backend, out, keepdims)
     plan = _PLANS.get(key)
-    if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:  # type: ignore
+    if plan is not None and a.flags.carray and b.flags.carray:  # type: ignore
         return plan(a, b)
     if _lazy(a, b):
         return _on_dask("correlation", a, b, axis, keepdims=keepdims, out=out, backend=backend)
@@ -176,7 +176,7 @@ def correlation_vjp(a: Input, b: Input, grad: Input, axis: Axis = -1, *,
     """
     key = _key("correlation_vjp", a, b, axis, backend, out, grad=grad)
     plan = _PLANS.get(key)
-    if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:  # type: ignore
+    if plan is not None and a.flags.carray and b.flags.carray:  # type: ignore
         return plan(a, b, grad)  # type: ignore[no-any-return]
     if _lazy(a, b, grad):
         return _on_dask(  # type: ignore[no-any-return]
@@ -392,7 +392,7 @@ def _loss_and_grad(func: str, a: Any, b: Any, axis: Axis, reduction: Reduction, 
     """Either loss (func), with its gradients where func ends in _and_grad."""
     key = _key(func, a, b, axis, backend, out, reduction)
     plan = _PLANS.get(key)
-    if plan is not None and a.flags.c_contiguous and b.flags.c_contiguous:
+    if plan is not None and a.flags.carray and b.flags.carray:
         return plan(a, b)
     grads = func.endswith("_and_grad")
     if _lazy(a, b):
@@ -405,7 +405,8 @@ def _loss_and_grad(func: str, a: Any, b: Any, axis: Axis, reduction: Reduction, 
 # --------------------------------------------------------------------------- small calls
 # Small inputs must not pay more Python than the NumPy expression they replace. A call that
 # passed every check leaves a *plan* under its key: a ready-made serial kernel call for the
-# same shapes, dtypes and arguments, C-ordered. Keys hold only exact types, so values that
+# same shapes, dtypes and arguments, served only to behaved C-ordered arrays (`flags.carray`:
+# the plan calls compiled code that checks no types). Keys hold only exact types, so values that
 # compare equal but validate differently (1.0 and True beside 1, str subclasses) never find
 # one: an outcome never depends on what ran before.
 
@@ -444,8 +445,11 @@ def _remember(key: tuple[Any, ...] | None, call: Call, shape: tuple[int, ...] | 
         return
     func, dtype, (P, _, Q) = key[0], call.dtype, lay.prq
     reduction = key[7] if "loss" in func else None
-    kshape, run = ex.kernels.serial_plan(func, lay.prq, dtype, call.scale(reduction))
     full = lay.shape
+    if func == "correlation_vjp":
+        run = ex.kernels.vjp_plan(lay.prq, full, dtype, key[8])
+    else:
+        kshape, run = ex.kernels.serial_plan(func, lay.prq, dtype, call.scale(reduction))
 
     if func == "correlation":
         def plan(a: Any, b: Any) -> Any:
@@ -454,8 +458,8 @@ def _remember(key: tuple[Any, ...] | None, call: Call, shape: tuple[int, ...] | 
             return out.reshape(shape)
     elif func == "correlation_vjp":
         def plan(a: Any, b: Any, g: Any) -> Any:  # type: ignore[misc]
-            if g.dtype is not dtype and g.dtype is not _F64 or not g.flags.c_contiguous:
-                g = np.ascontiguousarray(g, _F64)
+            if g.dtype is not dtype and g.dtype is not _F64 or not g.flags.carray:
+                g = np.array(g, _F64, order="C")
             ga, gb = np.empty(full, dtype), np.empty(full, dtype)
             run(a, b, g, ga, gb)
             return ga, gb

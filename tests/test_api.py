@@ -313,6 +313,83 @@ def test_repeated_small_calls_of_every_function(func, axis):
             np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
 
 
+def _misaligned(x):
+    """x's values in a C-ordered, writeable array whose data is not aligned to its dtype."""
+    y = np.empty(x.nbytes + 1, np.uint8)[1:].view(x.dtype).reshape(x.shape)
+    y[...] = x
+    assert not y.flags.aligned and y.flags.c_contiguous
+    return y
+
+
+def _read_only(x):
+    y = x.copy()
+    y.flags.writeable = False
+    return y
+
+
+@pytest.mark.parametrize("func", ["correlation", "correlation_vjp", "corr_loss",
+                                  "corr_loss_and_grad", "product_loss", "product_loss_and_grad"])
+@pytest.mark.parametrize("axis", [1, -1])
+def test_plans_serve_only_behaved_arrays(func, axis):
+    """A plan calls compiled code that checks no argument types, so it may serve only the
+    arrays it was made for: read-only or misaligned inputs (and upstream gradients) of a
+    planned shape and dtype still get the bits of the fresh call."""
+    rng = np.random.default_rng(2)
+    a, b = (rng.standard_normal((2, 3, 4, 5)).astype(np.float32) for _ in range(2))
+    g = rng.standard_normal(fastcorr.correlation(a, b, axis).shape).astype(np.float32)
+    f = getattr(fastcorr, func)
+    call = (lambda x, y, h=g: f(x, y, h, axis)) if func == "correlation_vjp" else (
+        lambda x, y, h=None: f(x, y, axis))
+
+    def bits(r):
+        return [np.asarray(x).tobytes() for x in (r if isinstance(r, tuple) else (r,))]
+    want = bits(call(a, b))  # fresh: no plan yet
+    assert bits(call(a, b)) == bits(call(a, b)) == want  # the plan made and served
+    others = [(_read_only(a), b), (a, _read_only(b)), (_misaligned(a), b)]
+    if func == "correlation_vjp":
+        others += [(a, b, _read_only(g)), (a, b, _misaligned(g))]
+    for args in others:
+        assert bits(call(*args)) == want
+    assert bits(call(a, b)) == want
+
+
+def test_plans_hand_their_kernels_the_types_planned(monkeypatch):
+    """A plan's compiled entry reads its arguments as the types it was compiled for, unchecked:
+    every argument every plan hands it must have exactly those types (a C-typed array view
+    that is not C-contiguous, or another dtype, would be misread)."""
+    from numba import typeof
+
+    from fastcorr import _api
+    from fastcorr._kernels import cpu
+    made, unchecked = [], cpu._entry
+
+    def checked_entry(kernel, *args):
+        entry, want = unchecked(kernel, *args), [typeof(v) for v in args]
+        made.append(kernel)
+
+        def run(*got):
+            assert [typeof(v) for v in got] == want, kernel
+            return entry(*got)
+        return run
+    monkeypatch.setattr(cpu, "_entry", checked_entry)
+    monkeypatch.setattr(_api, "_PLANS", {})
+    rng = np.random.default_rng(3)
+    for shape, axis in [((2, 3, 4, 5), 1), ((2, 3, 4, 5), -1), ((3, 7), 0), ((3, 7), 1),
+                        ((1, 3, 3, 4), 1), ((5, 1, 2), 1)]:
+        for dtype in (np.float32, np.float64):
+            a, b = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+            corr = fastcorr.correlation(a, b, axis)
+            for _ in range(3):
+                fastcorr.correlation(a, b, axis, keepdims=True)
+                for g in (corr, corr.astype(np.float64), corr.astype(np.int32)):
+                    fastcorr.correlation_vjp(a, b, g, axis)
+                for f in ("corr_loss", "corr_loss_and_grad", "product_loss",
+                          "product_loss_and_grad"):
+                    for reduction in ("sum", "mean", "none"):
+                        getattr(fastcorr, f)(a, b, axis, reduction=reduction)
+    assert len(set(made)) >= 5  # the plans of every operation were made, and ran
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("axis", [1, -1, 0, (1, 2)])
 @pytest.mark.parametrize("grad", ["same", "float64", "float32", "int64", ">f8", "reversed",

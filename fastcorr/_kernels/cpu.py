@@ -20,10 +20,10 @@ pool of `threads` runs chunks on as many threads as a call may use.
 
 import math
 import types
-from functools import lru_cache, partial
+from functools import lru_cache
 
 import numpy as np
-from numba import njit
+from numba import njit, typeof
 
 from . import threads
 from .vectors import LINE, address, line_dot, line_scale, run_product, streams
@@ -708,15 +708,16 @@ def serial_plan(op, prq, dtype, scale=1.0):
     """For small inputs of one (P, R, Q) shape, the cheapest call of an operation on this
     thread, giving the bits of the launchers above: (kernel shape, run) with, for C-ordered
     arrays of that shape, run(a, b, out (P, Q)) for the correlation and run(a, b, ga, gb) ->
-    loss for the losses (empty ga, gb: no gradients), each on the kernel and tiling the
-    launchers choose; for the VJP, run(a, b, g, ga, gb), with a, b, ga and gb of any one
-    C-ordered shape of P*R*Q elements and g of P*Q, float64 or a's dtype (small_vjp). The API
-    keeps these per call signature, so a repeated small call skips the planning."""
+    loss for the losses (ga, gb of that shape, or of none of its elements: no gradients),
+    each on the kernel and tiling the launchers choose. The API keeps these per call
+    signature, so a repeated small call skips the planning. Each run calls the compiled
+    kernel directly (see _entry): every array it is handed must be behaved (`flags.carray`),
+    of the dtype and number of dimensions planned for. The VJP's is vjp_plan's."""
     P, R, Q = prq
-    if op == "correlation_vjp":
-        return prq, partial(small_vjp, P, R, Q)
     _, S, QB, _ = _plan(prq, dtype.itemsize, fused=op == "corr_loss_and_grad")
     rows = Q == 1
+    kshape = (P, R) if rows else prq
+    x = np.empty(kshape, dtype)  # arrays of the types the plan will be handed
 
     def k(name):
         if not rows:
@@ -725,20 +726,36 @@ def serial_plan(op, prq, dtype, scale=1.0):
         return _KERNELS[_short("rows_" + name, S, R, dtype.itemsize) if name != "product"
                         else "rows_product"]
     if op == "correlation":
-        kern = k("dot")
         if rows:
-            return (P, R), lambda a, b, out: kern(a, b, out, *_NO_SUMS)
-        return prq, lambda a, b, out: kern(a, b, out.reshape(P, 1, Q), QB, *_NO_SUMS)
+            kern = _entry(k("dot"), x, x, np.empty((P, Q), dtype), *_NO_SUMS)
+            return kshape, lambda a, b, out: kern(a, b, out, *_NO_SUMS)
+        kern = _entry(k("dot"), x, x, np.empty((P, 1, Q), dtype), QB, *_NO_SUMS)
+        return kshape, lambda a, b, out: kern(a, b, out.reshape(P, 1, Q), QB, *_NO_SUMS)
     if op.startswith("corr_loss"):
-        kern = k("corr_grad")
         if rows:
-            return (P, R), _serial(kern, _unwanted(_F64, 1), scale)
-        return prq, _serial(kern, _unwanted(_F64, 2), scale, QB, False)
-    kern = k("product")
+            return kshape, _serial(k("corr_grad"), x, _unwanted(_F64, 1), scale)
+        return kshape, _serial(k("corr_grad"), x, _unwanted(_F64, 2), scale, QB, False)
     if not rows:
-        return prq, _serial(kern, _unwanted(_F64, 3), scale, S, QB)
+        return kshape, _serial(k("product"), x, _unwanted(_F64, 3), scale, S, QB)
     S = max(S, -(-R // FLAT_RUN)) if P == 1 else S
-    return (P, R), _serial(kern, _unwanted(_F64, 2), scale, S)
+    return kshape, _serial(k("product"), x, _unwanted(_F64, 2), scale, S)
+
+
+def vjp_plan(prq, shape, dtype, gshape):
+    """serial_plan's run for correlation_vjp: run(a, b, g, ga, gb), small_vjp's, for behaved
+    a, b, ga and gb of `shape` and dtype, and g of `gshape`, of that dtype (the same object)
+    or else float64."""
+    x = np.empty(shape, dtype)
+    same, wide = (_entry(small_vjp, *prq, x, x, np.empty(gshape, t), x, x) for t in (dtype, _F64))
+    return lambda a, b, g, ga, gb: (same if g.dtype is dtype else wide)(*prq, a, b, g, ga, gb)
+
+
+def _entry(kernel, *args):
+    """The compiled function kernel(*args) dispatches to, for arguments of exactly the types
+    of args: plans call it directly, skipping the dispatcher's typing of every argument, a
+    third of a 13-argument kernel call at the classic (1, 3, 3, 4) size. It checks nothing:
+    an array of another dtype, number of dimensions or layout would be misread."""
+    return kernel.compile(tuple(typeof(v) for v in args))
 
 
 @njit(**OPTIONS)
@@ -772,9 +789,13 @@ def small_vjp(P, R, Q, a, b, g, ga, gb):
 _NO_SUMS = (np.zeros(1), np.zeros(1), 0, 1, 1)
 
 
-def _serial(kernel, pos, *fixed):
+def _serial(kernel, x, pos, *fixed):
     """run(a, b, ga, gb) -> the loss of kernel(a, b, pos, ga, gb, *fixed) over its one chunk,
-    on this thread. A loss kernel writes every chunk's partial sums, so they need no zeros."""
+    on this thread, for a, b, ga and gb of the types of x. A loss kernel writes every chunk's
+    partial sums, so they need no zeros."""
+    sums = np.empty(1)
+    kernel = _entry(kernel, x, x, pos, x, x, *fixed, sums, sums, 0, 1, 1)
+
     def run(a, b, ga, gb):
         sums, comps = np.empty(1), np.empty(1)
         kernel(a, b, pos, ga, gb, *fixed, sums, comps, 0, 1, 1)
