@@ -446,23 +446,18 @@ def _remember(key: tuple[Any, ...] | None, call: Call, shape: tuple[int, ...] | 
     func, dtype, (P, _, Q) = key[0], call.dtype, lay.prq
     reduction = key[7] if "loss" in func else None
     full = lay.shape
+    if len(_PLANS) > 256:
+        _PLANS.clear()
     if func == "correlation_vjp":
-        run = ex.kernels.vjp_plan(lay.prq, full, dtype, key[8])
-    else:
-        kshape, run = ex.kernels.serial_plan(func, lay.prq, dtype, call.scale(reduction))
+        _PLANS[key] = ex.kernels.vjp_plan(lay.prq, full, dtype, key[8])
+        return
+    kshape, run = ex.kernels.serial_plan(func, lay.prq, dtype, call.scale(reduction))
 
     if func == "correlation":
         def plan(a: Any, b: Any) -> Any:
             out = np.empty((P, Q), dtype)
             run(a.reshape(kshape), b.reshape(kshape), out)
             return out.reshape(shape)
-    elif func == "correlation_vjp":
-        def plan(a: Any, b: Any, g: Any) -> Any:  # type: ignore[misc]
-            if g.dtype is not dtype and g.dtype is not _F64 or not g.flags.carray:
-                g = np.array(g, _F64, order="C")
-            ga, gb = np.empty(full, dtype), np.empty(full, dtype)
-            run(a, b, g, ga, gb)
-            return ga, gb
     else:
         mean = reduction == "mean" and lay.positions
         grads = func.endswith("_and_grad")
@@ -475,8 +470,6 @@ def _remember(key: tuple[Any, ...] | None, call: Call, shape: tuple[int, ...] | 
             loss = dtype.type(loss / mean if mean else loss)
             return (loss, ga.reshape(full), gb.reshape(full)) if grads else loss
 
-    if len(_PLANS) > 256:
-        _PLANS.clear()
     _PLANS[key] = plan
 
 

@@ -712,7 +712,7 @@ def serial_plan(op, prq, dtype, scale=1.0):
     each on the kernel and tiling the launchers choose. The API keeps these per call
     signature, so a repeated small call skips the planning. Each run calls the compiled
     kernel directly (see _entry): every array it is handed must be behaved (`flags.carray`),
-    of the dtype and number of dimensions planned for. The VJP's is vjp_plan's."""
+    of the dtype and number of dimensions planned for. correlation_vjp's plan is vjp_plan."""
     P, R, Q = prq
     _, S, QB, _ = _plan(prq, dtype.itemsize, fused=op == "corr_loss_and_grad")
     rows = Q == 1
@@ -742,12 +742,21 @@ def serial_plan(op, prq, dtype, scale=1.0):
 
 
 def vjp_plan(prq, shape, dtype, gshape):
-    """serial_plan's run for correlation_vjp: run(a, b, g, ga, gb), small_vjp's, for behaved
-    a, b, ga and gb of `shape` and dtype, and g of `gshape`, of that dtype (the same object)
-    or else float64."""
+    """The plan of correlation_vjp for behaved a and b of `shape` and dtype, and g of
+    `gshape`: plan(a, b, g) -> (ga, gb), one call of small_vjp. g goes in as it is where it
+    is behaved and of a's dtype (the same object) or float64, else as a float64 copy."""
+    P, R, Q = prq
     x = np.empty(shape, dtype)
-    same, wide = (_entry(small_vjp, *prq, x, x, np.empty(gshape, t), x, x) for t in (dtype, _F64))
-    return lambda a, b, g, ga, gb: (same if g.dtype is dtype else wide)(*prq, a, b, g, ga, gb)
+    same, wide = (_entry(small_vjp, P, R, Q, x, x, np.empty(gshape, t), x, x)
+                  for t in (dtype, _F64))
+
+    def plan(a, b, g):
+        if g.dtype is not dtype and g.dtype is not _F64 or not g.flags.carray:
+            g = np.array(g, _F64, order="C")
+        ga, gb = np.empty(shape, dtype), np.empty(shape, dtype)
+        (same if g.dtype is dtype else wide)(P, R, Q, a, b, g, ga, gb)
+        return ga, gb
+    return plan
 
 
 def _entry(kernel, *args):
