@@ -14,6 +14,11 @@ error of a dot product is bounded by that of BLOCK terms at any length, where Nu
 sum grows with log n (and its sums along a strided axis with n). Losses are accumulated in
 float64.
 
+No loop both sums and stores: LLVM vectorises such a loop only behind a run-time check that
+the stores lie clear of the loads, and runs a scalar copy, summing in another order, where they
+lie within a vector's length of them; the bits of a loss would then depend on where its
+gradients happen to be allocated. The sums get loops of their own (_sq_grad).
+
 Every kernel is serial and releases the GIL, and computes chunks [c0, c1) of nchunks: the
 pool of `threads` runs chunks on as many threads as a call may use.
 """
@@ -165,10 +170,13 @@ def _sq(x, y):
 
 @njit(**INLINE)
 def _sq_grad(x, y, gx, gy, scale):
-    """_sq, writing the product-loss gradients scale*x*y**2 and scale*x**2*y into gx and gy.
+    """_sq, with its bits, writing the product-loss gradients scale*x*y**2 and scale*x**2*y
+    into gx and gy.
 
-    Apart from _sq: one helper with both loops, chosen inside the block loop, made the rows
-    kernel 1.6-1.7x slower with gradients."""
+    Each block is summed in a loop of its own, with no stores (see the module's docstring):
+    in one loop with them, the loss changed in its last bit when the gradients lay right
+    after the inputs in memory. Apart from _sq: one helper with both loops, chosen inside the
+    block loop, made the rows kernel 1.6-1.7x slower with gradients."""
     n = x.shape[0]
     s = 0.0
     c = 0.0
@@ -179,11 +187,12 @@ def _sq_grad(x, y, gx, gy, scale):
         gys = gy[k:k + BLOCK]
         blk = x.dtype.type(0)
         for i in range(xs.shape[0]):
+            t = xs[i] * ys[i]
+            blk += t * t
+        for i in range(xs.shape[0]):
             u = xs[i]
             v = ys[i]
-            t = u * v
-            blk += t * t
-            w = scale * t
+            w = scale * (u * v)
             gxs[i] = w * v
             gys[i] = w * u
         s, c = neumaier(s, c, np.float64(blk))

@@ -219,11 +219,12 @@ def volume_forward(a, b, out, geo, scale, sums, comps, c0, c1, nchunks):
             _volume_row(a, b, n, oy, geo, P, acc)
             for ox in range(Wo):
                 q = 0.0
-                for k in range(D):
+                for k in range(D):  # a sum, so no stores (cpu.py, "No loop both sums")
                     v = w * acc[ox, k]
                     q += np.float64(v) * v
-                    if out.size:
-                        out[n, oy, ox, k] = v
+                if out.size:
+                    for k in range(D):
+                        out[n, oy, ox, k] = w * acc[ox, k]
                 s, e = neumaier(s, e, 0.5 * q)
         sums[c] = s
         comps[c] = e
@@ -359,11 +360,12 @@ def volume_box(s, out, geo, scale, sums, comps, c0, c1, nchunks):
                     for k in range(D):
                         v[k] += col[x, k]
                 q = 0.0
-                for k in range(D):
+                for k in range(D):  # a sum, so no stores (cpu.py, "No loop both sums")
                     u = w * v[k]
                     q += np.float64(u) * u
-                    if out.size:
-                        out[n, oy, ox, k] = u
+                if out.size:
+                    for k in range(D):
+                        out[n, oy, ox, k] = w * v[k]
                 t_s, t_e = neumaier(t_s, t_e, 0.5 * q)
         sums[c] = t_s
         comps[c] = t_e
