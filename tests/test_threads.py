@@ -191,6 +191,30 @@ def test_results_do_not_depend_on_the_threads(func, axis):
             assert np.array_equal(g, w)
 
 
+def test_results_do_not_depend_on_numba_num_threads():
+    """NUMBA_NUM_THREADS caps the threads of a call; the chunks stay those of the machine's
+    cores, so a process capped at one thread gives the bits of an uncapped one."""
+    code = textwrap.dedent(f"""
+        import hashlib, sys
+        sys.path.insert(0, {HERE!r})
+        import numpy as np
+        from test_threads import CASES, _call
+        rng = np.random.default_rng(1)
+        a = rng.standard_normal((3, 1 << 17))
+        b = rng.standard_normal((3, 1 << 17))
+        for func, axis in CASES:
+            axis = -1 if axis is None else axis
+            r = _call(func, a, b, axis)
+            print(hashlib.sha1(b"".join(np.asarray(x).tobytes() for x in r)).hexdigest())
+    """)
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=dict(os.environ, NUMBA_NUM_THREADS=n), timeout=300)
+            for n in ("1", str(os.cpu_count() or 1))]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    assert runs[0].stdout == runs[1].stdout and len(runs[0].stdout.split()) == len(CASES)
+
+
 def test_thread_settings():
     n = fastcorr.get_num_threads()
     with fastcorr.num_threads(1):

@@ -24,6 +24,7 @@ pool of `threads` runs chunks on as many threads as a call may use.
 """
 
 import math
+import os
 import types
 from functools import lru_cache
 
@@ -546,10 +547,11 @@ def _plan(shape, itemsize, fused=False, writes=False):
 @lru_cache(maxsize=1024)
 def _tiling(P, R, Q, itemsize, fused):
     """(S, QB, nchunks). A fused tile must stay in cache between its two passes; other tiles
-    take the longest runs that still leave four chunks a thread of this machine (however
-    many a call uses: the tiling is the same for any thread count). R is split into segments
-    only where the positions alone cannot make that many."""
-    chunks = 4 * threads.max_threads() if P * R * Q >= PARALLEL_MIN else 1
+    take the longest runs that still leave four chunks a core of this machine (os.cpu_count:
+    not NUMBA_NUM_THREADS nor the process's CPU affinity, so that the tiling, and the bits,
+    are the same for any thread setting). R is split into segments only where the positions
+    alone cannot make that many."""
+    chunks = 4 * (os.cpu_count() or 1) if P * R * Q >= PARALLEL_MIN else 1
     QB = 1
     if Q > 1:
         QB = min(Q, MAX_RUN)
