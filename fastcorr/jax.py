@@ -48,7 +48,8 @@ jax.errors.JaxRuntimeError
     For what fastcorr checks when it runs (`reduction`, dtypes), inside the callback:
     JAX wraps fastcorr's ValueError or TypeError, whose message it shows.""",
 }
-shared = sharing(_DOCS, array="jax.Array", result="of ``jnp.result_type(a, b)``")
+shared = sharing(_DOCS, array="jax.Array", result="of ``jnp.result_type(a, b)`` (JAX's "
+                 "default float type where that is an integer or bool type)")
 
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
@@ -74,6 +75,20 @@ def _call(fn: Any, result: Any, *args: Any, aliases: Any = None) -> Any:
         fn(*map(_array, bufs), out)
     return buffer_callback(callback, result, vmap_method="sequential",
                            input_output_aliases=aliases)(*args)
+
+
+def _floats(a: Any, b: Any) -> tuple[Any, Any]:
+    """a and b as JAX arrays, each integer or bool one converted to the float dtype of the
+    result: fastcorr computes integers in floats (float64 for NumPy input), where JAX's own
+    promotion would keep an integer result type, and a float written into an integer buffer
+    would be truncated. JAX differentiates through the conversion (a zero cotangent for an
+    integer input)."""
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    dtype = jnp.result_type(a, b)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        dtype = jnp.result_type(float)  # float64 under jax_enable_x64, else float32
+    a, b = (x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(dtype) for x in (a, b))
+    return a, b
 
 
 def _struct(shape: Any, dtype: Any) -> Any:
@@ -190,7 +205,7 @@ def correlation(a: ArrayLike, b: ArrayLike, axis: Axis = -1, *, keepdims: bool =
     >>> fj.correlation(a, b)
     Array([ 3., 12.], dtype=float32)
     """
-    out: jax.Array = _correlation(jnp.asarray(a), jnp.asarray(b), static_axis(axis), keepdims)
+    out: jax.Array = _correlation(*_floats(a, b), static_axis(axis), keepdims)
     return out
 
 
@@ -219,7 +234,7 @@ _LOSS_DOC = """<title>, differentiable.
 
 def _public_loss(a: ArrayLike, b: ArrayLike, op: str, axis: Axis, reduction: Reduction
                  ) -> jax.Array:
-    out: jax.Array = _loss(jnp.asarray(a), jnp.asarray(b), op, static_axis(axis), reduction)
+    out: jax.Array = _loss(*_floats(a, b), op, static_axis(axis), reduction)
     return out
 
 

@@ -46,7 +46,8 @@ tf.errors.InvalidArgumentError
     The same inside a ``tf.function`` or a graph, where ``tf.numpy_function`` wraps
     fastcorr's error and shows its message.""",
 }
-shared = sharing(_DOCS, array="tf.Tensor", result="of `a`'s dtype")
+shared = sharing(_DOCS, array="tf.Tensor", result="of `a`'s dtype (an integer or bool input "
+                 "cast first to the other's float dtype, or both to float64)")
 
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
@@ -59,6 +60,16 @@ def _call(f: Any, inputs: Any, dtypes: Any) -> Any:
         return [np.asarray(x, d.as_numpy_dtype) for x, d in zip(out, dtypes)]
     out = tf.numpy_function(run, inputs, dtypes, stateful=False)
     return list(out) if isinstance(out, (list, tuple)) else [out]  # eagerly: one tensor
+
+
+def _floats(a: Any, b: Any) -> tuple[Any, Any]:
+    """a and b as tensors, an integer or bool one cast to the other's float dtype, or both to
+    float64, in which fastcorr computes integers: written back into an integer tensor, the
+    float result would be truncated. The gradient of an integer input is TensorFlow's, None."""
+    a, b = tf.convert_to_tensor(a), tf.convert_to_tensor(b)
+    dtype = next((x.dtype for x in (a, b) if x.dtype.is_floating), tf.float64)
+    a, b = (x if x.dtype.is_floating else tf.cast(x, dtype) for x in (a, b))
+    return a, b
 
 
 def _shapes(a: Any, b: Any, axis: Any, keepdims: Any = False) -> Any:
@@ -99,7 +110,7 @@ def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> A
                            [a, b, g], [a.dtype, b.dtype])
             return tf.ensure_shape(ga, a.shape), tf.ensure_shape(gb, b.shape)
         return corr, grad
-    return f(tf.convert_to_tensor(a), tf.convert_to_tensor(b))
+    return f(*_floats(a, b))
 
 
 def _loss(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
@@ -132,7 +143,7 @@ def _loss(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
             p = g * a * b
             return _sum_to(p * b, a.shape), _sum_to(p * a, b.shape)
         return loss, grad
-    return f(tf.convert_to_tensor(a), tf.convert_to_tensor(b))
+    return f(*_floats(a, b))
 
 
 def _sum_to(x: Any, shape: Any) -> Any:

@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 
+import fastcorr
+
 SHAPES = [((2, 3, 4), (2, 3, 4)), ((2, 3, 4), (1, 3, 4)), ((2, 3, 4), (4,))]
 AXES = [-1, 1, (0, 2), None]
 REDUCTIONS = ["sum", "mean", "none"]
@@ -209,6 +211,31 @@ def test_adapters_take_keywords_as_fastcorr_does():
     (g,) = torch.autograd.grad(loss, a, create_graph=True)
     with pytest.raises(RuntimeError, match="differentiable|does not require grad"):
         torch.autograd.grad(g.sum(), a)
+
+
+def test_jax_integer_and_bool_inputs_compute_in_floats():
+    """Integer and bool inputs give float results, as with NumPy input (whose float64 JAX
+    holds as its default float type): never an integer result truncated from the float
+    fastcorr computed. An integer input's gradient is JAX's (none), a float one's exact."""
+    jax, jnp = _jax()
+    from fastcorr import jax as fj
+
+    a, b = jnp.arange(6).reshape(2, 3), jnp.ones((2, 3), jnp.int32)
+    x, y = np.arange(6).reshape(2, 3), np.ones((2, 3), np.int32)
+    for op in OPS:
+        for reduction in REDUCTIONS:
+            got = getattr(fj, op)(a, b, -1, reduction=reduction)
+            want = getattr(fastcorr, op)(x, y, -1, reduction=reduction)
+            assert got.dtype == jnp.result_type(float)
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+        got = getattr(fj, op)(a > 1, b > 0, 0, reduction="mean")
+        np.testing.assert_allclose(got, getattr(fastcorr, op)(x > 1, y > 0, 0,
+                                                              reduction="mean"), rtol=1e-6)
+    np.testing.assert_allclose(fj.correlation(a, b), fastcorr.correlation(x, y), rtol=1e-6)
+    af = jnp.asarray(x, jnp.float32)
+    got = jax.grad(lambda u: fj.corr_loss(u, b))(af)
+    np.testing.assert_array_equal(got, jnp.broadcast_to(jnp.sum(af, -1, keepdims=True),
+                                                        af.shape))
 
 
 @pytest.mark.parametrize("op", OPS)

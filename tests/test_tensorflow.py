@@ -8,6 +8,8 @@ import os
 import numpy as np
 import pytest
 
+import fastcorr
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow")
 from fastcorr import tensorflow as ftf  # noqa: E402
@@ -79,3 +81,27 @@ def test_classic_graph_mode_example():
             got, want = session.run([got, want])
     for x, y in zip(got, want):
         np.testing.assert_array_equal(x, y)
+
+
+def test_integer_and_bool_inputs_compute_in_floats():
+    """Integer and bool tensors give float results, as with NumPy input: never an integer
+    result truncated from the float fastcorr computed. Beside a float tensor, an integer one
+    takes its dtype; an integer input's gradient is TensorFlow's (None)."""
+    a, b = tf.reshape(tf.range(6), (2, 3)), tf.ones((2, 3), tf.int32)
+    x, y = np.arange(6).reshape(2, 3), np.ones((2, 3), np.int32)
+    for op in ("corr_loss", "product_loss"):
+        for reduction in ("sum", "mean", "none"):
+            got = getattr(ftf, op)(a, b, -1, reduction=reduction)
+            assert got.dtype == tf.float64
+            np.testing.assert_array_equal(got, getattr(fastcorr, op)(x, y, -1,
+                                                                     reduction=reduction))
+        got = getattr(ftf, op)(a > 1, b > 0, 0, reduction="mean")
+        np.testing.assert_array_equal(got, getattr(fastcorr, op)(x > 1, y > 0, 0,
+                                                                 reduction="mean"))
+    np.testing.assert_array_equal(ftf.correlation(a, b), fastcorr.correlation(x, y))
+    af = tf.Variable(x.astype(np.float32))
+    with tf.GradientTape() as tape:
+        loss = ftf.corr_loss(af, b)
+    assert loss.dtype == tf.float32 and float(loss) == 76.5
+    np.testing.assert_array_equal(tape.gradient(loss, af), np.broadcast_to(
+        x.sum(-1, keepdims=True), x.shape))
