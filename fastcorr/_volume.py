@@ -116,7 +116,7 @@ class Geometry:
         s1 = _int(func, "stride1", stride1, 1)
         s2 = _int(func, "stride2", stride2, 1)
         check_choice(func, "direction", direction, DIRECTIONS)
-        if normalize not in (True, False):
+        if not isinstance(normalize, (bool, np.bool_)):  # as the ints here refuse bools
             raise TypeError(f"{func}: normalize must be True or False, not {normalize!r}")
         if isinstance(max_displacement, (tuple, list)):
             if len(max_displacement) != 2:

@@ -402,6 +402,8 @@ ERRORS = [
     (dict(max_displacement=True), TypeError, "max_displacement"),
     (dict(direction="y"), ValueError, "'2d', 'x'"),
     (dict(normalize="yes"), TypeError, "normalize"),
+    (dict(normalize=1), TypeError, "normalize must be True or False, not 1"),
+    (dict(normalize=np.array([1, 0])), TypeError, "normalize"),
     (dict(max_displacement=4, pad=0), ValueError, "leaves no output"),
     (dict(backend="gpu"), ValueError, "'auto', 'cpu'"),
     (dict(a=np.zeros((1, 5, 6, 2), complex)), TypeError, "complex"),
