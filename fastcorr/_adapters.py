@@ -4,13 +4,14 @@ their two losses, each made once over an adapter's own run."""
 
 from ._docs import put_words
 from ._layout import layout as _layout
-from ._validate import broadcast_shapes, normalize_axes
+from ._validate import broadcast_shape, normalize_axes
 
 
-def layout(shape_a, shape_b, axis, keepdims=False):
-    """(broadcast shape, reduced axes, the correlation's shape) for inputs of these shapes."""
-    shape = broadcast_shapes(tuple(shape_a), tuple(shape_b))
-    axes = normalize_axes("fastcorr", axis, len(shape))
+def layout(func, shape_a, shape_b, axis, keepdims=False):
+    """(broadcast shape, reduced axes, the correlation's shape) for inputs of these shapes;
+    errors name func, as fastcorr's own do."""
+    shape = broadcast_shape(func, tuple(shape_a), tuple(shape_b))
+    axes = normalize_axes(func, axis, len(shape))
     lay = _layout(shape, axes)
     return shape, axes, lay.kept if keepdims else lay.reduced
 

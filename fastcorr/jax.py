@@ -105,7 +105,7 @@ def _put(out: Any, value: Any) -> Any:
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _correlation(a: Any, b: Any, axis: Any, keepdims: Any) -> Any:
-    _, _, shape = layout(a.shape, b.shape, axis, keepdims)
+    _, _, shape = layout("correlation", a.shape, b.shape, axis, keepdims)
     return _call(lambda x, y, out: fastcorr.correlation(x, y, axis, keepdims=keepdims, out=out),
                  _struct(shape, jnp.result_type(a, b)), a, b)
 
@@ -132,7 +132,7 @@ _correlation.defvjp(_correlation_fwd, _correlation_bwd)
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _loss(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
-    _, _, per = layout(a.shape, b.shape, axis)
+    _, _, per = layout(op, a.shape, b.shape, axis)
     dtype = jnp.result_type(a, b)
     if reduction == "none":
         return _call(lambda x, y, out: np.copyto(out, getattr(fastcorr, op)(
@@ -170,7 +170,7 @@ def _loss_bwd(op: Any, axis: Any, reduction: Any, res: Any, g: Any) -> Any:
         return _call(_scale, (_struct(ga.shape, ga.dtype), _struct(gb.shape, gb.dtype)), ga,
                      gb, g, aliases={0: 0, 1: 1})
     # per position: the gradients of sum(g * loss), g broadcast back along the reduced axes
-    _, axes, _ = layout(a.shape, b.shape, axis)
+    _, axes, _ = layout(op, a.shape, b.shape, axis)
     g = jnp.expand_dims(g, axes)
     if op == "corr_loss":
         return _vjp(a, b, g * _correlation(a, b, axis, True), axis)

@@ -72,8 +72,8 @@ def _floats(a: Any, b: Any) -> tuple[Any, Any]:
     return a, b
 
 
-def _shapes(a: Any, b: Any, axis: Any, keepdims: Any = False) -> Any:
-    return layout(a.shape, b.shape, axis, keepdims)
+def _shapes(func: str, a: Any, b: Any, axis: Any, keepdims: Any = False) -> Any:
+    return layout(func, a.shape, b.shape, axis, keepdims)
 
 
 @shared
@@ -100,7 +100,7 @@ def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> A
     # TensorFlow has no annotations: its decorator is untyped
     @tf.custom_gradient  # type: ignore[untyped-decorator]
     def f(a: Any, b: Any) -> Any:
-        _, _, out = _shapes(a, b, axis, keepdims)
+        _, _, out = _shapes("correlation", a, b, axis, keepdims)
         (corr,) = _call(lambda x, y: fastcorr.correlation(x, y, axis, keepdims=keepdims),
                         [a, b], [a.dtype])
         corr = tf.ensure_shape(corr, out)
@@ -119,7 +119,7 @@ def _loss(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
     # TensorFlow has no annotations: its decorator is untyped
     @tf.custom_gradient  # type: ignore[untyped-decorator]
     def f(a: Any, b: Any) -> Any:
-        shape, axes, per = _shapes(a, b, axis)
+        shape, axes, per = _shapes(op, a, b, axis)
         loss, ga, gb = _call(
             lambda x, y: getattr(fastcorr, op + "_and_grad")(x, y, axis, reduction=reduction),
             [a, b], [a.dtype, a.dtype, b.dtype])

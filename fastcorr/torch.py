@@ -121,7 +121,7 @@ class _Loss(torch.autograd.Function):
         # zeros the size of the inputs (two array passes that cost more than the loss)
         ctx.set_materialize_grads(False)
         ctx.op, ctx.axis = op, axis
-        ctx.axes = layout(a.shape, b.shape, axis)[1]
+        ctx.axes = layout(op, a.shape, b.shape, axis)[1]
         ctx.weighted = reduction == "none" and a.shape != b.shape
         ctx.save_for_backward(*((a, b) if ctx.weighted else (ga, gb)))
 

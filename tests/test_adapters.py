@@ -213,6 +213,21 @@ def test_adapters_take_keywords_as_fastcorr_does():
         torch.autograd.grad(g.sum(), a)
 
 
+def test_jax_errors_at_trace_time_name_the_function():
+    jax, jnp = _jax()
+    from numpy.exceptions import AxisError
+
+    from fastcorr import jax as fj
+
+    a = jnp.ones((2, 3))
+    with pytest.raises(ValueError, match=r"^corr_loss: shapes \(2, 3\) \(a\) and \(4,\) \(b\)"):
+        fj.corr_loss(a, jnp.ones(4))
+    with pytest.raises(AxisError, match="^correlation: axis"):
+        jax.jit(lambda x: fj.correlation(x, x, 2))(a)
+    with pytest.raises(AxisError, match="^product_loss: axis"):
+        fj.product_loss(a, a, (0, 0, 5))
+
+
 def test_jax_integer_and_bool_inputs_compute_in_floats():
     """Integer and bool inputs give float results, as with NumPy input (whose float64 JAX
     holds as its default float type): never an integer result truncated from the float

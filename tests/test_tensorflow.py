@@ -105,3 +105,13 @@ def test_integer_and_bool_inputs_compute_in_floats():
     assert loss.dtype == tf.float32 and float(loss) == 76.5
     np.testing.assert_array_equal(tape.gradient(loss, af), np.broadcast_to(
         x.sum(-1, keepdims=True), x.shape))
+
+
+def test_errors_at_trace_time_name_the_function():
+    from numpy.exceptions import AxisError
+
+    a = tf.ones((2, 3))
+    with pytest.raises(ValueError, match=r"^corr_loss: shapes \(2, 3\) \(a\) and \(4,\) \(b\)"):
+        ftf.corr_loss(a, tf.ones(4))
+    with pytest.raises(AxisError, match="^correlation: axis"):
+        ftf.correlation(a, a, 2)
