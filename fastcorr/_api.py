@@ -78,7 +78,8 @@ def correlation(a: Input, b: Input, axis: Axis = -1, *, keepdims: bool = False,
     -------
     corr : ndarray or device array
         ``sum(a * b, axis)``, in the broadcast shape of `a` and `b` without the reduced axes
-        (kept as length 1 if `keepdims`); `out` where given.
+        (kept as length 1 if `keepdims`); `out` where given. Where no axis remains, a NumPy
+        scalar for host inputs, as NumPy's reductions give.
 
     {Raises: raises}
 
@@ -457,7 +458,7 @@ def _remember(key: tuple[Any, ...] | None, call: Call, shape: tuple[int, ...] | 
         def plan(a: Any, b: Any) -> Any:
             out = np.empty((P, Q), dtype)
             run(a.reshape(kshape), b.reshape(kshape), out)
-            return out.reshape(shape)
+            return out.reshape(shape) if shape else out[0, 0]  # a scalar, as deliver's
     else:
         mean = reduction == "mean" and lay.positions
         grads = func.endswith("_and_grad")

@@ -96,6 +96,8 @@ class Buf:
             raise ValueError("CUDA arrays with strides that are not a multiple of the item "
                              "size are not supported")
         steps = [s // item for s in self.strides]
+        if self.size == 0:  # touches nothing: (n - 1) * s below would count back
+            return Buf(self.ptr, (0,), (item,), self.dtype, self.readonly, self.owner), 0, steps
         lo = sum((n - 1) * s for n, s in zip(self.shape, steps) if s < 0)
         hi = sum((n - 1) * s for n, s in zip(self.shape, steps) if s > 0)
         flat = Buf(self.ptr + lo * item, (hi - lo + 1,), (item,), self.dtype, self.readonly,
@@ -138,8 +140,17 @@ def _c_strides(shape, itemsize):
 
 
 def _overlap(x, y):
+    """Whether Bufs x and y share an element, exactly, as np.shares_memory answers on the
+    host: interleaved views (out[:, ::2], out[:, 1::2]) do not."""
     (x0, x1), (y0, y1) = x.bounds(), y.bounds()
-    return x0 < y1 and y0 < x1
+    if not (x0 < y1 and y0 < x1):
+        return False
+    # NumPy arrays over the device addresses, never read: shares_memory only does
+    # arithmetic on their addresses, shapes and strides
+    views = [np.asarray(_HostView({"shape": b.shape, "strides": b.strides, "version": 3,
+                                   "typestr": b.dtype.str, "data": (b.ptr, True)}, None))
+             for b in (x, y)]
+    return bool(np.shares_memory(*views))
 
 
 # --------------------------------------------------------------------------- array libraries
@@ -178,7 +189,10 @@ def _stream(ptr):
 
 
 def to_device(x):
-    """A NumPy array (native byte order) uploaded as a Numba device array, 0-d ones too."""
+    """A NumPy array uploaded as a Numba device array, C-ordered in native byte order (the
+    only order CUDA kernels read), 0-d ones too."""
+    if not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))
     return cuda.to_device(x if x.flags.c_contiguous else x.copy())
 
 
@@ -278,7 +292,11 @@ class Device(Executor):
 
     def _into(self, src, shape, out, square=False, factor=1.0):
         """src cast (and summed over broadcast axes) into out, or a new array of `shape`."""
-        y = out if out is not None and not self.host else self.new(False, shape, self.result)
+        if out is not None and not self.host:
+            y = out
+        else:  # the host's out takes the device's values as they are: no rounding on the way
+            y = self.new(False, shape, self.result if out is None else
+                         out.dtype.newbyteorder("="))
         self.transfer(src, Buf.of(y), square, factor)
         return self._finish(y, out)
 
@@ -286,7 +304,8 @@ class Device(Executor):
         if not self.host:
             return y
         if out is None:
-            return y.copy_to_host()
+            y = y.copy_to_host()
+            return y if y.ndim else y[()]  # a scalar, as on the CPU
         out[...] = y.copy_to_host()
         return out
 

@@ -124,7 +124,8 @@ class Host(Executor):
         if factor != 1.0:
             x = factor * x
         if out is None:
-            return x if x.dtype == self.result else x.astype(self.result)
+            x = x if x.dtype == self.result else x.astype(self.result)
+            return x if x.ndim else x[()]  # a scalar, as NumPy's reductions give one
         np.copyto(out, x, casting="same_kind")
         return out
 

@@ -3,7 +3,7 @@ out=, empty arrays, NaN and Inf. One suite for all backends (FASTCORR_TEST_BACKE
 
 import numpy as np
 import pytest
-from helpers import BACKENDS, DEVICE, FUNCS, SIMULATOR, call, check, exact, result_dtype
+from helpers import BACKENDS, DASK, DEVICE, FUNCS, SIMULATOR, call, check, exact, result_dtype
 
 LOSSES = ("corr_loss", "corr_loss_and_grad", "product_loss", "product_loss_and_grad")
 
@@ -210,7 +210,8 @@ def test_correlation_out_that_is_a_view_of_an_input(backend):
 
 @pytest.mark.parametrize("func", FUNCS)
 @pytest.mark.parametrize("shapes", [((0, 4), (0, 4)), ((3, 0), (3, 0)), ((2, 0, 3), (1, 0, 3)),
-                                    ((0,), (0,)), ((3, 0), (1, 1))], ids=str)
+                                    ((0,), (0,)), ((3, 0), (1, 1)), ((1, 1, 3), (0, 0, 3))],
+                         ids=str)
 @pytest.mark.parametrize("axis", [-1, 0, None])
 def test_empty(backend, func, shapes, axis):
     a, b = rand(shapes[0], np.float32, 1), rand(shapes[1], np.float32, 2)
@@ -219,6 +220,39 @@ def test_empty(backend, func, shapes, axis):
         run(func, a, b, axis, backend, reduction="none")
         loss = got[0] if isinstance(got, tuple) else got
         assert loss == 0
+
+
+@pytest.mark.parametrize("func", ["correlation", "correlation_vjp", "corr_loss_and_grad",
+                                  "product_loss_and_grad"])
+def test_float16_inputs_into_a_wider_out(backend, func):
+    """float16 inputs compute in float32: a float32 or float64 out= takes those values, not
+    values rounded to float16 on the way."""
+    a, b = rand((3, 4, 5), np.float16, 1), rand((3, 4, 5), np.float16, 2)
+    grad = grad_for(a, b, -1) if func == "correlation_vjp" else None
+    want = exact(func, a, b, -1, grad=grad)
+    want = want if isinstance(want, tuple) else (want,)
+    want = want[-2:] if func != "correlation" else want
+    for dtype in (np.float32, np.float64):
+        out = tuple(np.zeros(np.shape(w), dtype) for w in want)
+        call(func, a, b, -1, backend, grad=grad, out=out if len(out) == 2 else out[0])
+        for o, w in zip(out, want):
+            np.testing.assert_allclose(o, w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("func", FUNCS)
+def test_results_of_no_dimensions_are_scalars(backend, func):
+    """Host results of shape () are NumPy scalars, as NumPy's reductions give them: the
+    correlation of two vectors, per-position losses of vectors, gradients of 0-d inputs."""
+    if backend in (DASK, DEVICE):
+        pytest.skip("0-d arrays of the inputs' library (Dask, CUDA), as that library gives")
+    a, b = rand((5,), np.float64, 1), rand((5,), np.float64, 2)
+    axis = () if func == "correlation_vjp" else -1
+    if func == "correlation_vjp":
+        a, b = a[0], b[0]
+    got = call(func, a, b, axis, backend, grad=np.float64(2.0), reduction="none")
+    shapes = [np.shape(x) for x in (got if isinstance(got, tuple) else (got,))]
+    for x in got if isinstance(got, tuple) else (got,):
+        assert isinstance(x, np.generic) or np.shape(x) == np.shape(a), (type(x), shapes)
 
 
 def test_mean_over_no_positions_is_nan(backend):

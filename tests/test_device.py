@@ -122,6 +122,32 @@ def test_out_that_is_an_input_on_the_device(func):
         np.testing.assert_array_equal(to_host(got[-1]), want[1])
 
 
+@pytest.mark.parametrize("func", GRADS)
+def test_interleaved_out_pair_on_the_device(func):
+    """Two outputs that interleave in one device array share no element: accepted, as on
+    the host (np.shares_memory), where a test of address ranges refused them."""
+    a, b = rand((3, 4), seed=1), rand((3, 4), seed=2)
+    da, db = device_array(a), device_array(b)
+    want = [to_host(x) for x in grad_call(func, da, db, -1)[-2:]]
+    big = device_array(np.zeros((3, 8), np.float32))
+    got = grad_call(func, da, db, -1, out=(big[:, ::2], big[:, 1::2]))
+    np.testing.assert_array_equal(to_host(got[-2]), want[0])
+    np.testing.assert_array_equal(to_host(got[-1]), want[1])
+    with pytest.raises(ValueError, match="overlap"):  # sharing one element is still refused
+        grad_call(func, da, db, -1, out=(big[:, :4], big[:, 3:7]))
+
+
+def test_upload_gives_native_byte_order():
+    """CUDA kernels read native byte order only: a byte-swapped host array (a grad, say) is
+    converted on its way up."""
+    from fastcorr._device import to_device
+
+    x = np.arange(6.0).astype(">f8").reshape(2, 3)[:, ::2]
+    up = to_device(x)
+    assert up.dtype.isnative
+    np.testing.assert_array_equal(up.copy_to_host(), x)
+
+
 def test_correlation_out_on_the_device():
     a, b = rand((4, 6, 5), seed=1), rand((4, 6, 5), seed=2)
     da, db = device_array(a), device_array(b)
