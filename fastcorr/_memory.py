@@ -83,16 +83,31 @@ class OutputPool:
     """
 
     def __init__(self, limit: int = 1 << 30) -> None:
-        self.limit = limit
         self._kept: dict[int, NDArray[np.uint8]] = {}  # id -> buffer, longest unused first
         self._by_size: dict[int, list[int]] = {}  # nbytes -> ids, most recently returned last
         self._held = 0
         self._lock = threading.Lock()
+        self.limit = limit
 
     @property
     def held(self) -> int:
         """The bytes kept now."""
         return self._held
+
+    @property
+    def limit(self) -> int:
+        """The bytes it may keep; lowering it releases the longest unused buffers at once."""
+        return self._limit
+
+    @limit.setter
+    def limit(self, limit: int) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)):
+            raise TypeError(f"output_pool.limit must be an int (bytes), not {limit!r}")
+        if limit < 0:
+            raise ValueError(f"output_pool.limit must be 0 or more bytes, not {limit}")
+        with self._lock:
+            self._limit = int(limit)
+            self._trim()
 
     def free(self) -> int:
         """Release every kept buffer to the operating system.
@@ -134,11 +149,16 @@ class OutputPool:
             self._kept[id(buf)] = buf
             self._by_size.setdefault(buf.nbytes, []).append(id(buf))
             self._held += buf.nbytes
-            while self._held > self.limit:  # the longest unused go
-                old = next(iter(self._kept))
-                gone = self._kept.pop(old)
-                self._by_size[gone.nbytes].remove(old)
-                self._held -= gone.nbytes
+            self._trim()
+
+    def _trim(self) -> None:
+        """Release the longest unused buffers until at most limit bytes are kept (the lock
+        held)."""
+        while self._held > self._limit:
+            old = next(iter(self._kept))
+            gone = self._kept.pop(old)
+            self._by_size[gone.nbytes].remove(old)
+            self._held -= gone.nbytes
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()  # another thread may have held it at the fork

@@ -114,6 +114,24 @@ def test_the_pool_keeps_within_its_limit(fresh_pool):
     assert fresh_pool.held == 0
 
 
+def test_lowering_the_limit_releases_at_once(fresh_pool):
+    """A lower limit releases the longest unused buffers at once, 0 all of them; the limit
+    is a count of bytes, nothing else."""
+    a, b = inputs(0)
+    nbytes = np.prod(SHAPE) * 4
+    results = [fastcorr.corr_loss_and_grad(a, b, 1) for _ in range(2)]
+    del results
+    assert fresh_pool.held == 4 * nbytes
+    fresh_pool.limit = 3 * nbytes
+    assert fresh_pool.held == 3 * nbytes
+    fresh_pool.limit = 0
+    assert fresh_pool.held == 0
+    for bad, exc in ((None, TypeError), (True, TypeError), (1.5, TypeError), (-1, ValueError)):
+        with pytest.raises(exc, match="output_pool.limit"):
+            fresh_pool.limit = bad
+    assert fresh_pool.limit == 0
+
+
 def test_threads_share_the_pool(fresh_pool):
     a, b = inputs(0)
     want = tuple(np.array(w, copy=True) for w in fastcorr.corr_loss_and_grad(a, b, -1))
