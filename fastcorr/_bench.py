@@ -120,6 +120,8 @@ def _fastcorr(out=False, backend=None, threads=None):
         kw = {"backend": backend or p.backend}
         if out:
             first = f(*args, p.axis, **kw)
+            if isinstance(first, np.generic):  # a correlation over every axis: out is 0-d
+                first = np.empty((), first.dtype)
             kw["out"] = first if p.op == "correlation" else tuple(first[-2:])
         if threads:
             def call():
@@ -254,9 +256,19 @@ SERIAL = "fastcorr 1 thread"  # the yardstick of a loaded machine: fastcorr's se
 # --------------------------------------------------------------------------- load
 
 
+# A busy process: it spins until its time is up or its parent is gone (killed, or stopped by
+# a signal that skipped the `with` block's exit), checking a few hundred times a second.
+_BUSY = """import os, time
+parent, end = os.getppid(), time.time() + {seconds}
+while time.time() < end and os.getppid() == parent:
+    for _ in range(20000):
+        pass
+"""
+
+
 class Load:
     """`n` busy processes beside the timings (a loaded machine), each ended when the block
-    ends, or after `seconds` whatever happens."""
+    ends, when this process ends however it ends, or after `seconds` whatever happens."""
 
     def __init__(self, n, seconds=3600):
         self.n, self.seconds, self.procs = n, seconds, []
@@ -265,9 +277,16 @@ class Load:
         import subprocess
         import sys
 
-        code = f"import time\nt = time.time() + {self.seconds}\nwhile time.time() < t: pass"
-        self.procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(self.n)]
-        time.sleep(0.2)  # let them take their cores
+        code = _BUSY.format(seconds=self.seconds)
+        try:
+            for _ in range(self.n):
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(0.2)  # let them take their cores
+        except BaseException:  # interrupted while starting them: none outlives this
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc):
@@ -275,6 +294,7 @@ class Load:
             proc.kill()
         for proc in self.procs:
             proc.wait()
+        self.procs = []
 
 
 # --------------------------------------------------------------------------- bandwidth

@@ -37,6 +37,9 @@ def main(argv=None):
     except MISTAKES as exc:
         print(f"fastcorr {command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"fastcorr {command}: interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
 
 
 def _main(argv):
@@ -212,10 +215,20 @@ def _count(text, least=1):
     return n
 
 
+def _output(text):
+    """A file written at the end of a run, checked before it: not a folder, in one."""
+    folder = os.path.dirname(os.path.abspath(text))
+    if os.path.isdir(text) or not os.path.isdir(folder):
+        why = "it is a folder" if os.path.isdir(text) else f"no folder {folder}"
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {why}")
+    return text
+
+
 def _common_options(p, repeats):
     p.add_argument("--threads", type=_threads, help="CPU threads for fastcorr and torch")
     p.add_argument("--repeats", type=_count, help=f"timed calls per row (default {repeats})")
-    p.add_argument("--json", metavar="PATH", help="write the results, with the machine, here")
+    p.add_argument("--json", metavar="PATH", type=_output,
+                   help="write the results, with the machine, here")
 
 
 def _bench_parser(p):
@@ -238,7 +251,8 @@ def _bench_parser(p):
     p.add_argument("--load", type=lambda t: _count(t, 0), default=0, metavar="N",
                    help="time beside N busy processes (a loaded machine: N = the number of "
                    "cores), and add fastcorr on 1 thread, the yardstick of a loaded machine")
-    p.add_argument("--plot", metavar="PATH", help="write a PNG of time against problem size "
+    p.add_argument("--plot", metavar="PATH", type=_output,
+                   help="write a PNG of time against problem size "
                    "(corr_loss_and_grad if it runs, else the first op; the first axis), with "
                    "the bandwidth ceiling")
     p.add_argument("--no-out", dest="with_out", action="store_false",

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -73,6 +74,9 @@ def test_bad_arguments_are_refused(capsys):
                        (["bench", "--threads", "0"], "threads"),
                        (["bench", "--repeats", "0"], "repeats"),
                        (["bench", "--load", "-1"], "load"),
+                       (["bench", "--json", "/nonexistent/x.json"], "no folder"),
+                       (["bench", "--plot", "."], "it is a folder"),
+                       (["bench-volume", "--json", "/nonexistent/x.json"], "no folder"),
                        (["bench-volume", "--threads", "x"], "threads"),
                        (["stereo", "missing.png", "other.png"], "missing.png"),
                        (["stereo", "left.png"], "both"),
@@ -93,6 +97,51 @@ def test_mistakes_found_while_running_are_one_line():
     lines = [line for line in r.stderr.splitlines() if not line.startswith("[")]
     assert len(lines) == 1 and "leaves no output" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_busy_processes_end_with_the_bench_however_it_ends():
+    """`bench --load`'s busy processes end when the block ends, and when the process that
+    started them is killed without running it (SIGKILL, or SIGTERM's default)."""
+    code = ("import os, time\nfrom fastcorr._bench import Load\n"
+            "with Load(2) as load:\n"
+            "    print(*(p.pid for p in load.procs), flush=True)\n"
+            "    time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pids = [int(x) for x in parent.stdout.readline().split()]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 10
+    while any(_alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+    with _bench.Load(1) as load:
+        (proc,) = load.procs
+    assert proc.poll() is not None
+
+
+def _alive(pid):
+    try:  # a child of a killed parent is reaped by init: gone, not a zombie of ours
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_bench_over_every_axis_with_out():
+    """axis None: the correlation's out= row takes a 0-d array (the fresh call gives a
+    scalar)."""
+    assert cli.main(["bench", "--shape", "2,4,4,4", "--peers", "--repeats", "1", "--ops",
+                     "correlation", "corr_loss_and_grad", "--axis", "None"]) == 0
+
+
+def test_an_interrupted_command_says_so_in_one_line(monkeypatch, capsys):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_main", interrupted)
+    assert cli.main(["bench"]) == 130
+    assert capsys.readouterr().err == "fastcorr bench: interrupted\n"
 
 
 def test_help_lists_every_command():
