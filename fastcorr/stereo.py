@@ -23,11 +23,20 @@ from . import correlation_volume
 
 
 def features(image, patch=5):
-    """(1, H, W, patch**2) float32 NCC features of a grey or RGB image: zero-mean,
-    unit-length patches (zero where a patch is flat)."""
+    """(1, H, W, patch**2) float32 NCC features of a grey (H, W or H, W, 1) or RGB(A)
+    image: zero-mean, unit-length patches (zero where a patch is flat)."""
+    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 3 \
+            or patch % 2 == 0:
+        # a patch of one pixel has nothing left once its mean is removed
+        raise ValueError(f"stereo: patch must be an odd int of at least 3, not {patch!r}")
     grey = np.asarray(image, np.float32)
-    if grey.ndim == 3:
+    if grey.ndim == 3 and grey.shape[-1] == 1:
+        grey = grey[..., 0]
+    elif grey.ndim == 3 and grey.shape[-1] in (3, 4):
         grey = grey[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    if grey.ndim != 2:
+        raise ValueError(f"stereo: an image is (H, W), (H, W, 1) or (H, W, 3 or 4), not "
+                         f"{np.shape(image)}")
     r = patch // 2
     padded = np.pad(grey, r, mode="edge")
     win = np.lib.stride_tricks.sliding_window_view(padded, (patch, patch))
@@ -40,7 +49,12 @@ def features(image, patch=5):
 
 def disparity(left, right, max_disparity=64, patch=5, window=5, backend="auto"):
     """(disparity map, best score) for a rectified pair: left pixel x matches right pixel
-    x - disparity. Pixels whose match would fall off the right image score from zeros."""
+    x - disparity. Pixels whose match would fall off the right image score from zeros;
+    flat patches have no features, so they score 0 at every disparity and get the largest."""
+    if isinstance(max_disparity, bool) or not isinstance(max_disparity, (int, np.integer)) \
+            or max_disparity < 0:
+        raise ValueError(f"stereo: max_disparity must be an int of at least 0, not "
+                         f"{max_disparity!r}")
     fl, fr = features(left, patch), features(right, patch)
     vol = correlation_volume(fl, fr, max_displacement=(-max_disparity, 0), direction="x",
                              kernel_size=window, pad=max_disparity + window // 2,

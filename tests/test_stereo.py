@@ -32,6 +32,24 @@ def test_disparity_of_a_shifted_pair():
     np.testing.assert_array_equal(inner, d)
 
 
+def test_grey_images_with_one_channel_and_bad_arguments():
+    """(H, W, 1) images are grey; a patch of one pixel (nothing left once its mean is
+    removed), an even patch and a negative max_disparity are refused by name."""
+    rng = np.random.default_rng(1)
+    scene = rng.random((40, 90))
+    left, right = scene[:, :-5], scene[:, 5:]
+    want, _ = stereo.disparity(left, right, max_disparity=8)
+    got, _ = stereo.disparity(left[..., None], right[..., None], max_disparity=8)
+    np.testing.assert_array_equal(got, want)
+    for kw, word in ((dict(patch=1), "patch"), (dict(patch=4), "patch"),
+                     (dict(patch=True), "patch"), (dict(max_disparity=-3), "max_disparity"),
+                     (dict(max_disparity=2.0), "max_disparity")):
+        with pytest.raises(ValueError, match=f"^stereo: {word}"):
+            stereo.disparity(left, right, **{"max_disparity": 8, **kw})
+    with pytest.raises(ValueError, match="an image is"):
+        stereo.disparity(left[None], right[None], max_disparity=8)
+
+
 def test_motorcycle_error_and_png(tmp_path, capsys):
     pytest.importorskip("skimage")
     from skimage import data
