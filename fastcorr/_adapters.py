@@ -4,12 +4,13 @@ their two losses, each made once over an adapter's own run."""
 
 from ._docs import put_words
 from ._layout import layout as _layout
-from ._validate import broadcast_shape, normalize_axes
+from ._validate import broadcast_shape, check_flag, normalize_axes
 
 
 def layout(func, shape_a, shape_b, axis, keepdims=False):
     """(broadcast shape, reduced axes, the correlation's shape) for inputs of these shapes;
     errors name func, as fastcorr's own do."""
+    check_flag(func, "keepdims", keepdims)
     shape = broadcast_shape(func, tuple(shape_a), tuple(shape_b))
     axes = normalize_axes(func, axis, len(shape))
     lay = _layout(shape, axes)
@@ -17,8 +18,10 @@ def layout(func, shape_a, shape_b, axis, keepdims=False):
 
 
 def static_axis(axis):
-    """axis as a hashable static argument of a traced function: a list becomes a tuple."""
-    return axis if axis is None or isinstance(axis, int) else tuple(axis)
+    """axis as a hashable static argument of a traced function: a list of axes, as the
+    frameworks' own reductions take, becomes a tuple; anything else is checked as fastcorr's
+    own functions check it."""
+    return tuple(axis) if isinstance(axis, list) else axis
 
 
 def broadcast_dims(x_shape, shape):

@@ -25,7 +25,7 @@ import numpy as np
 from . import _blocks, reference
 from ._call import Call, results
 from ._docs import shared
-from ._validate import is_dask_array
+from ._validate import check_flag, is_dask_array
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -110,6 +110,7 @@ def correlation(a: Input, b: Input, axis: Axis = -1, *, keepdims: bool = False,
     plan = _PLANS.get(key)
     if plan is not None and a.flags.carray and b.flags.carray:  # type: ignore
         return plan(a, b)
+    keepdims = check_flag("correlation", "keepdims", keepdims)
     if _lazy(a, b):
         return _on_dask("correlation", a, b, axis, keepdims=keepdims, out=out, backend=backend)
     call = Call("correlation", a, b, axis, backend)

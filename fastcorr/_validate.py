@@ -5,6 +5,8 @@ Every check runs before anything is computed or written, and every message start
 public function's name, so a bad call fails early, says where, and changes nothing.
 """
 
+import operator
+
 import numpy as np
 from numpy.exceptions import AxisError
 from numpy.lib.array_utils import normalize_axis_tuple
@@ -62,12 +64,21 @@ def same_device(func, name, on_device):
 
 def as_host_array(x, name, func):
     """x as a NumPy array of a real dtype (bool, integer or floating)."""
-    arr = x if type(x) is np.ndarray else np.asarray(x)
+    if type(x) is np.ndarray:
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except (TypeError, ValueError, RuntimeError) as exc:  # ragged lists, torch tensors
+            raise type(exc)(f"{func}: {name} cannot be read as an array: {exc}") from exc
     check_real(func, name, arr.dtype)
     return arr
 
 
 def check_real(func, name, dtype):
+    if dtype.kind == "O":  # never what the caller wrote: NumPy's fallback for what it can't type
+        raise TypeError(f"{func}: {name} is not an array of numbers (NumPy reads it as dtype "
+                        "object: None, mixed types, or an int beyond int64/uint64)")
     if dtype.kind not in "biuf":
         raise TypeError(
             f"{func}: {name} has dtype {dtype}; fastcorr computes on real numbers "
@@ -136,10 +147,13 @@ def normalize_axes(func, axis, ndim):
         if -ndim <= axis < ndim:
             return (axis % ndim,)
         raise AxisError(axis, ndim, f"{func}: axis")
-    if any(isinstance(x, (bool, np.bool_)) for x in (axis if isinstance(axis, tuple)
-                                                     else (axis,))):
-        raise TypeError(f"{func}: axis must be an int, a tuple of ints or None, not {axis!r}")
     try:
+        # as NumPy's reductions: a list or an array of axes is refused, and bools are not axes
+        if any(isinstance(x, (bool, np.bool_)) for x in (axis if isinstance(axis, tuple)
+                                                         else (axis,))):
+            raise TypeError
+        if not isinstance(axis, tuple):
+            axis = operator.index(axis)
         return tuple(sorted(normalize_axis_tuple(axis, ndim, f"{func}: axis")))
     except ValueError as exc:
         if isinstance(exc, AxisError):
@@ -148,6 +162,14 @@ def normalize_axes(func, axis, ndim):
     except TypeError:
         raise TypeError(f"{func}: axis must be an int, a tuple of ints or None, not {axis!r}") \
             from None
+
+
+def check_flag(func, name, value):
+    """value as a bool, where it is one (NumPy's too): as np.vecdot's keepdims, nothing is read
+    by its truth value."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{func}: {name} must be True or False, not {value!r}")
+    return bool(value)
 
 
 def check_choice(func, name, value, choices):

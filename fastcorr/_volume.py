@@ -27,7 +27,8 @@ from . import reference
 from ._call import Call, results
 from ._docs import shared
 from ._kernels.volume_index import VolumeGeometry
-from ._validate import NO_REDUCTION, broadcast_shapes, check_choice, is_dask_array
+from ._validate import (NO_REDUCTION, broadcast_shapes, check_choice, check_flag,
+                        is_dask_array)
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -54,13 +55,13 @@ DIRECTIONS = ("2d", "x")
 _INT_MAX = (1 << 31) - 1
 
 
-def _int(func: str, name: str, value: Any, least: int) -> int:
+def _int(func: str, name: str, value: Any, least: int, kind: str = "an int") -> int:
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{func}: {name} must be an int, not {value!r}")
+        raise TypeError(f"{func}: {name} must be {kind}, not {value!r}")
     try:
         value = operator.index(value)
     except TypeError:
-        raise TypeError(f"{func}: {name} must be an int, not {value!r}") from None
+        raise TypeError(f"{func}: {name} must be {kind}, not {value!r}") from None
     if value < least:
         raise ValueError(f"{func}: {name} must be at least {least}; got {value}")
     if value > _INT_MAX:
@@ -116,8 +117,7 @@ class Geometry:
         s1 = _int(func, "stride1", stride1, 1)
         s2 = _int(func, "stride2", stride2, 1)
         check_choice(func, "direction", direction, DIRECTIONS)
-        if not isinstance(normalize, (bool, np.bool_)):  # as the ints here refuse bools
-            raise TypeError(f"{func}: normalize must be True or False, not {normalize!r}")
+        check_flag(func, "normalize", normalize)
         if isinstance(max_displacement, (tuple, list)):
             if len(max_displacement) != 2:
                 raise ValueError(f"{func}: max_displacement must be an int or a (lo, hi) pair; "
@@ -126,7 +126,8 @@ class Geometry:
             hi = _int(func, "max_displacement[1]", max_displacement[1], lo)
             reach = max(-lo, hi, 0)
         else:
-            reach = _int(func, "max_displacement", max_displacement, 0)
+            reach = _int(func, "max_displacement", max_displacement, 0,
+                         "an int or a (lo, hi) pair")
             r = reach // s2  # CorrelationCost's grid: whole steps of stride2 either way
             lo, hi = -r * s2, r * s2
         n = (hi - lo) // s2 + 1

@@ -22,7 +22,7 @@ from torch.autograd.function import once_differentiable
 
 import fastcorr
 
-from ._adapters import broadcast_dims, layout, loss_functions
+from ._adapters import broadcast_dims, layout, loss_functions, static_axis
 from ._docs import sharing
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def correlation(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *, keepdims: 
             [1., 1., 1.]])
     """
     out: torch.Tensor = _Correlation.apply(  # type: ignore[no-untyped-call]
-        a, b, axis, keepdims)
+        a, b, static_axis(axis), keepdims)
     return out
 
 
@@ -217,7 +217,7 @@ def _loss(a: torch.Tensor, b: torch.Tensor, op: str, axis: Axis, reduction: Redu
     # the gradients come from the fused pass only where autograd will ask for them
     grads = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
     out: torch.Tensor = _Loss.apply(  # type: ignore[no-untyped-call]
-        a, b, op, axis, reduction, grads)[0]
+        a, b, op, static_axis(axis), reduction, grads)[0]
     return out
 
 

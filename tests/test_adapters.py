@@ -228,6 +228,27 @@ def test_jax_errors_at_trace_time_name_the_function():
         fj.product_loss(a, a, (0, 0, 5))
 
 
+def test_adapters_take_lists_of_axes_and_refuse_other_forms():
+    """A list of dims, as torch.sum and jnp.sum take them, is the tuple; a keepdims that is
+    not a bool and an axis that is not an int, tuple or list are refused by name."""
+    jax, jnp = _jax()
+    from fastcorr import jax as fj
+
+    x, y = rand((2, 3, 4), 1), rand((2, 3, 4), 2)
+    want_c = (x * y).sum((0, 2))
+    want_l = 0.5 * (want_c ** 2).sum()
+    for mod, conv in ((ft, torch.tensor), (fj, jnp.asarray)):
+        a, b = conv(x), conv(y)  # float32 in JAX unless x64 is enabled
+        rtol = 1e-12 if np.asarray(a).dtype == np.float64 else 1e-6
+        np.testing.assert_allclose(np.asarray(mod.correlation(a, b, [0, 2])), want_c,
+                                   rtol=rtol)
+        np.testing.assert_allclose(float(mod.corr_loss(a, b, [0, 2])), want_l, rtol=rtol)
+        with pytest.raises(TypeError, match="^correlation: keepdims"):
+            mod.correlation(a, b, keepdims="no")
+        with pytest.raises(TypeError, match="^corr_loss: axis"):
+            mod.corr_loss(a, b, 1.5)
+
+
 def test_jax_integer_and_bool_inputs_compute_in_floats():
     """Integer and bool inputs give float results, as with NumPy input (whose float64 JAX
     holds as its default float type): never an integer result truncated from the float

@@ -129,9 +129,61 @@ def test_bad_axis(backend, axis):
         fastcorr.correlation_vjp(a, b, np.ones((2, 3)), axis=axis, backend=backend)
 
 
-def test_axis_of_the_wrong_type():
-    with pytest.raises(TypeError, match="correlation.*axis"):
-        fastcorr.correlation(np.ones(3), np.ones(3), axis=1.5)
+@pytest.mark.parametrize("axis", [1.5, "1", [1], [True], range(2), np.array([0, 1]), True,
+                                  (np.True_,)], ids=repr)
+def test_axis_of_the_wrong_type(backend, axis):
+    """As NumPy's reductions: only an integer, a tuple of them or None; a list (whose bools
+    an integer conversion would read as 0 and 1) is refused, not taken as a tuple."""
+    a, b = np.ones((2, 3)), np.ones((2, 3))
+    for name, thunk in calls(a, b, axis=axis, backend=backend):
+        assert_raises_untouched(TypeError, thunk, name, "axis", inputs=(a, b))
+
+
+def test_integer_axes_of_numpy_types(backend):
+    a, b = np.arange(6.0).reshape(2, 3), np.ones((2, 3))
+    want = a.sum(1)
+    for axis in (np.int64(1), np.array(1), (np.int32(-1),)):
+        np.testing.assert_array_equal(fastcorr.correlation(a, b, axis, backend=backend), want)
+
+
+@pytest.mark.parametrize("keepdims", ["no", 2.5, None, [0], np.array([True, False]), 1],
+                         ids=repr)
+def test_keepdims_of_the_wrong_type(backend, keepdims):
+    """As np.vecdot: keepdims is a bool, not read by the truth of whatever is passed."""
+    a, b = np.ones((2, 3)), np.ones((2, 3))
+    assert_raises_untouched(TypeError, lambda: fastcorr.correlation(
+        a, b, keepdims=keepdims, backend=backend), "correlation", "keepdims", inputs=(a, b))
+
+
+def test_keepdims_of_numpy_bool(backend):
+    a, b = np.arange(6.0).reshape(2, 3), np.ones((2, 3))
+    for flag in (np.True_, np.False_):
+        np.testing.assert_array_equal(
+            fastcorr.correlation(a, b, keepdims=flag, backend=backend),
+            a.sum(1, keepdims=bool(flag)))
+
+
+def test_inputs_numpy_cannot_read_are_named():
+    """Ragged lists, objects whose __array__ raises, values NumPy can only hold as objects:
+    the message names the function and the argument, and keeps NumPy's reason."""
+    a = np.ones((2, 3))
+
+    class Raises:
+        def __array__(self, dtype=None, copy=None):
+            raise RuntimeError("no array here")
+
+    for name, thunk in calls(a, [[1.0, 2.0, 3.0], [4.0, 5.0]]):
+        assert_raises_untouched(ValueError, thunk, name, "b cannot be read as an array",
+                                inputs=(a,))
+    for name, thunk in calls(a, Raises()):
+        assert_raises_untouched(RuntimeError, thunk, name, "b cannot be read as an array",
+                                "no array here", inputs=(a,))
+    for bad in (None, 2**70, [1.0, "x", None]):
+        for name, thunk in calls(a, bad):
+            assert_raises_untouched(TypeError, thunk, name, "b is not an array of numbers",
+                                    inputs=(a,))
+    with pytest.raises(ValueError, match="correlation_vjp: grad cannot be read"):
+        fastcorr.correlation_vjp(a, a, [[1.0], [2.0, 3.0]])
 
 
 @pytest.mark.parametrize("bad", [np.ones(4, complex), np.array(["a", "b", "c", "d"]),
@@ -252,7 +304,7 @@ def test_vjp_grad_of_the_wrong_shape(backend):
 
 @pytest.mark.parametrize("func", ["corr_loss_and_grad", "product_loss_and_grad"])
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
-@pytest.mark.parametrize("axis", [1, -1, (1, 2), (1, 3), (0, 2), [0, 3], None])
+@pytest.mark.parametrize("axis", [1, -1, (1, 2), (1, 3), (0, 2), (0, 3), None])
 def test_repeated_small_calls(func, reduction, axis):
     """Small calls repeat through a cached plan: every repetition, and inputs of the same shape
     in other layouts or dtypes, must give what the first call gave."""

@@ -226,9 +226,9 @@ def test_thread_settings():
         assert seen == [n]  # thread-local
     assert fastcorr.get_num_threads() == n
     for bad, exc in ((0, ValueError), (10**6, ValueError), (1.5, TypeError), (True, TypeError)):
-        with pytest.raises(exc, match="fastcorr: the number of threads"):
+        with pytest.raises(exc, match="^set_num_threads: the number of threads"):
             fastcorr.set_num_threads(bad)
-        with pytest.raises(exc, match="fastcorr: the number of threads"):
+        with pytest.raises(exc, match="^num_threads: the number of threads"):
             with fastcorr.num_threads(bad):
                 pass
     assert fastcorr.get_num_threads() == n

@@ -400,6 +400,8 @@ ERRORS = [
     (dict(max_displacement=(3, 1)), ValueError, "max_displacement"),
     (dict(max_displacement=(1, 2, 3)), ValueError, "(lo, hi)"),
     (dict(max_displacement=True), TypeError, "max_displacement"),
+    (dict(max_displacement=np.array([0, 2])), TypeError,
+     "max_displacement must be an int or a (lo, hi) pair, not"),
     (dict(direction="y"), ValueError, "'2d', 'x'"),
     (dict(normalize="yes"), TypeError, "normalize"),
     (dict(normalize=1), TypeError, "normalize must be True or False, not 1"),

@@ -54,11 +54,11 @@ _default: int | None = None  # set_num_threads; None: max_threads()
 _local = threading.local()  # the thread count inside a `num_threads` block of this thread
 
 
-def _check(n: int) -> int:
+def _check(func: str, n: int) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"fastcorr: the number of threads must be an int, not {n!r}")
+        raise TypeError(f"{func}: the number of threads must be an int, not {n!r}")
     if not 1 <= n <= max_threads():
-        raise ValueError(f"fastcorr: the number of threads must be between 1 and "
+        raise ValueError(f"{func}: the number of threads must be between 1 and "
                          f"{max_threads()} (NUMBA_NUM_THREADS); got {n}")
     return int(n)
 
@@ -126,7 +126,7 @@ def set_num_threads(n: int) -> None:
     >>> fastcorr.set_num_threads(saved)
     """
     global _default
-    _default = _check(n)
+    _default = _check("set_num_threads", n)
 
 
 @contextlib.contextmanager
@@ -154,7 +154,7 @@ def num_threads(n: int) -> Iterator[None]:
     array([3., 3.])
     """
     saved = getattr(_local, "n", None)
-    _local.n = _check(n)
+    _local.n = _check("num_threads", n)
     try:
         yield
     finally:
