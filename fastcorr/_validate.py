@@ -79,14 +79,10 @@ def check_real(func, name, dtype):
     if dtype.kind == "O":  # never what the caller wrote: NumPy's fallback for what it can't type
         raise TypeError(f"{func}: {name} is not an array of numbers (NumPy reads it as dtype "
                         "object: None, mixed types, or an int beyond int64/uint64)")
-    if dtype.kind not in "biuf":
-        raise TypeError(
-            f"{func}: {name} has dtype {dtype}; fastcorr computes on real numbers "
-            "(bool, integer or floating dtypes)"
-        )
-    if dtype.kind == "f" and dtype.itemsize > 8:
+    # complex, strings, dates, longdouble, bfloat16 (NumPy kind "V")
+    if dtype.kind not in "biuf" or dtype.kind == "f" and dtype.itemsize > 8:
         raise TypeError(f"{func}: {name} has dtype {dtype}, which is not supported (float16, "
-                        "float32, float64, integer and bool are); cast to float64 first")
+                        "float32, float64, integer and bool are)")
 
 
 def weak(x, arr):

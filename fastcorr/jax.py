@@ -174,8 +174,8 @@ def _loss_bwd(op: Any, axis: Any, reduction: Any, res: Any, g: Any) -> Any:
     g = jnp.expand_dims(g, axes)
     if op == "corr_loss":
         return _vjp(a, b, g * _correlation(a, b, axis, True), axis)
-    p = g * a * b
-    return _sum_to(p * b, a.shape), _sum_to(p * a, b.shape)
+    p = g * a * b  # in the wider dtype: each cotangent back in its own input's
+    return _sum_to(p * b, a.shape).astype(a.dtype), _sum_to(p * a, b.shape).astype(b.dtype)
 
 
 def _sum_to(x: Any, shape: Any) -> Any:

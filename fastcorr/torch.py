@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 
 import fastcorr
 
@@ -46,6 +45,25 @@ shared = sharing(_DOCS, array="torch.Tensor", result="on the inputs' device")
 __all__ = ["correlation", "corr_loss", "product_loss"]
 
 
+# the dtypes NumPy (and __cuda_array_interface__) can describe; fastcorr's own checks then
+# refuse the complex ones by name
+_DESCRIBED = {getattr(torch, n) for n in (
+    "bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+    "float16", "float32", "float64", "complex64", "complex128") if hasattr(torch, n)}
+
+
+def _tensors(func: str, a: Any, b: Any) -> None:
+    """Refuse, by name, what would fail deep inside: a non-tensor, a dtype such as bfloat16
+    that NumPy cannot describe."""
+    for name, t in (("a", a), ("b", b)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{func}: {name} must be a torch.Tensor, not "
+                            f"{type(t).__name__} (fastcorr.{func} takes arrays)")
+        if t.dtype not in _DESCRIBED:
+            raise TypeError(f"{func}: {name} has dtype {t.dtype}, which is not supported "
+                            "(float16, float32, float64, integer and bool are)")
+
+
 def _arr(t: Any) -> Any:
     """A tensor as what fastcorr reads in place: itself on CUDA, a NumPy view on the CPU."""
     t = t.detach()
@@ -61,19 +79,10 @@ def _tensor(x: Any, like: Any) -> Any:
     return torch.as_tensor(x, device=like.device)  # a NumPy scalar loss
 
 
-def _expand(g: Any, ndim: Any, axes: Any) -> Any:
-    """An upstream gradient per position, with the reduced axes put back as size 1."""
-    if g.ndim == 0:
-        return g
-    for ax in axes:
-        g = g.unsqueeze(ax)
-    return g
-
-
 # The current torch.autograd.Function form: forward without ctx, setup_context saving what the
-# backward needs. The backwards scale kept values by the incoming gradient; they are not
-# differentiable again (once_differentiable: a second derivative raises rather than being
-# silently wrong).
+# backward needs. A backward run while autograd records (create_graph=True, torch.func's
+# nested transforms: a gradient penalty, a Hessian-vector product) is written in plain torch
+# ops from a and b, so that its own derivative is exact; otherwise it is fastcorr's.
 
 
 class _Correlation(torch.autograd.Function):
@@ -83,18 +92,22 @@ class _Correlation(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: Any, output: Any) -> Any:
-        a, b, axis, _ = inputs
+        a, b, axis, keepdims = inputs
         ctx.save_for_backward(a, b)
-        ctx.axis = axis
+        ctx.axis, ctx.keepdims = axis, keepdims
+        ctx.axes = layout("correlation", a.shape, b.shape, axis)[1]
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, g: Any) -> Any:
         a, b = ctx.saved_tensors
-        ga, gb = fastcorr.correlation_vjp(_arr(a), _arr(b), _arr(g.contiguous()), ctx.axis)
+        if torch.is_grad_enabled():
+            ga, gb = _recorded(a, b, g if ctx.keepdims else _expand(g, ctx.axes))
+        else:
+            ga, gb = fastcorr.correlation_vjp(_arr(a), _arr(b), _arr(g.contiguous()),
+                                              ctx.axis)
+            ga, gb = _tensor(ga, a), _tensor(gb, b)
         want_a, want_b = ctx.needs_input_grad[:2]
-        return (_tensor(ga, a) if want_a else None, _tensor(gb, b) if want_b else None, None,
-                None)
+        return ga if want_a else None, gb if want_b else None, None, None
 
 
 class _Loss(torch.autograd.Function):
@@ -114,32 +127,65 @@ class _Loss(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: Any, output: Any) -> Any:
-        a, b, op, axis, reduction, _ = inputs
+        a, b, op, axis, reduction, grads = inputs
         _, ga, gb = output
         ctx.mark_non_differentiable(ga, gb)
         # the gradients' own incoming gradients are never used: left None, not filled with
         # zeros the size of the inputs (two array passes that cost more than the loss)
         ctx.set_materialize_grads(False)
-        ctx.op, ctx.axis = op, axis
-        ctx.axes = layout(op, a.shape, b.shape, axis)[1]
+        ctx.op, ctx.axis, ctx.reduction = op, axis, reduction
+        shape, ctx.axes, _ = layout(op, a.shape, b.shape, axis)
         ctx.weighted = reduction == "none" and a.shape != b.shape
-        ctx.save_for_backward(*((a, b) if ctx.weighted else (ga, gb)))
+        positions = np.prod([n for i, n in enumerate(shape) if i not in ctx.axes])
+        ctx.scale = 1.0 / positions if reduction == "mean" and positions else 1.0
+        ctx.save_for_backward(a, b)
+        # Held as attributes, not saved tensors: the first backward may hand them over to
+        # autograd, and then they are forgotten here (see backward).
+        ctx.kept = (ga, gb) if grads and not ctx.weighted else None
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, g: Any, _ga: Any, _gb: Any) -> Any:
         want_a, want_b = ctx.needs_input_grad[:2]
         if g is None:  # the loss took no part in what is differentiated
             return None, None, None, None, None, None
-        x, y = ctx.saved_tensors
-        g = _expand(g, max(x.ndim, y.ndim), ctx.axes)
-        if ctx.weighted:
-            ga, gb = _weighted(ctx, x, y, g)
+        a, b = ctx.saved_tensors
+        g = _expand(g, ctx.axes)
+        if torch.is_grad_enabled():
+            w = g * ctx.scale
+            w = w * (a * b).sum(dim=ctx.axes, keepdim=True) if ctx.op == "corr_loss" else \
+                w * a * b
+            ga, gb = _recorded(a, b, w)
+        elif ctx.weighted:
+            ga, gb = _weighted(ctx, a, b, g)
+        elif ctx.kept is None:  # a second backward, after the kept gradients went
+            _, ga, gb = _Loss.forward(a.detach(), b.detach(), ctx.op, ctx.axis,
+                                      ctx.reduction, True)
+            ga, gb = g * ga, g * gb
         elif g.ndim == 0 and not g.is_cuda and g.item() == 1.0:
-            ga, gb = x, y  # loss.backward(): the kept gradients are the answer, no pass
+            # loss.backward(): the kept gradients are the answer, no pass. They are handed
+            # over and forgotten, so that nothing here reads them after autograd or the
+            # caller has them (a later backward, with retain_graph, computes them again).
+            (ga, gb), ctx.kept = ctx.kept, None
         else:  # the gradients of the summed loss, scaled by the incoming gradient
-            ga, gb = g * x, g * y
+            ga, gb = g * ctx.kept[0], g * ctx.kept[1]
         return ga if want_a else None, gb if want_b else None, None, None, None, None
+
+
+def _expand(g: Any, axes: Any) -> Any:
+    """An upstream gradient per position, with the reduced axes put back as size 1."""
+    if g.ndim == 0:
+        return g
+    for ax in axes:
+        g = g.unsqueeze(ax)
+    return g
+
+
+def _recorded(a: Any, b: Any, w: Any) -> Any:
+    """(w * b, w * a), each summed back to its input's shape, in torch ops that autograd
+    records: w is the weight of each product a * b."""
+    shape = torch.broadcast_shapes(a.shape, b.shape, w.shape)
+    return (_unbroadcast((w * b).expand(shape), a.shape),
+            _unbroadcast((w * a).expand(shape), b.shape))
 
 
 def _weighted(ctx: Any, a: Any, b: Any, g: Any) -> Any:
@@ -165,7 +211,9 @@ def correlation(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *, keepdims: 
     """The correlation ``sum(a * b, axis)``, differentiable in `a` and `b`.
 
     A ``torch.autograd.Function``: the forward pass is `fastcorr.correlation`, the backward
-    `fastcorr.correlation_vjp` (once differentiable: a second derivative raises).
+    `fastcorr.correlation_vjp`. Where autograd records the backward itself
+    (``create_graph=True``, torch.func's nested transforms), it is written in torch ops, so
+    that second derivatives are exact.
 
     {adapter_correlation}
 
@@ -184,6 +232,7 @@ def correlation(a: torch.Tensor, b: torch.Tensor, axis: Axis = -1, *, keepdims: 
     tensor([[1., 1., 1.],
             [1., 1., 1.]])
     """
+    _tensors("correlation", a, b)
     out: torch.Tensor = _Correlation.apply(  # type: ignore[no-untyped-call]
         a, b, static_axis(axis), keepdims)
     return out
@@ -214,6 +263,7 @@ _LOSS_DOC = """<title>, differentiable.
 
 def _loss(a: torch.Tensor, b: torch.Tensor, op: str, axis: Axis, reduction: Reduction
           ) -> torch.Tensor:
+    _tensors(op, a, b)
     # the gradients come from the fused pass only where autograd will ask for them
     grads = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
     out: torch.Tensor = _Loss.apply(  # type: ignore[no-untyped-call]

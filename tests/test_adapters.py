@@ -199,18 +199,61 @@ def test_jax_on_the_gpu_reads_device_buffers_in_place():
 
 
 def test_adapters_take_keywords_as_fastcorr_does():
-    """keepdims and reduction are keyword-only, as in fastcorr.*; a second derivative of
-    fastcorr.torch raises (its backward is not itself differentiable) instead of being
-    silently wrong."""
+    """keepdims and reduction are keyword-only, as in fastcorr.*."""
     a = torch.ones(2, 3, requires_grad=True)
     for f, kw in ((ft.correlation, "keepdims"), (ft.corr_loss, "reduction"),
                   (ft.product_loss, "reduction")):
         with pytest.raises(TypeError):
             f(a, a, -1, True if kw == "keepdims" else "sum")
-    loss = ft.corr_loss(a, a * 2, -1)
-    (g,) = torch.autograd.grad(loss, a, create_graph=True)
-    with pytest.raises(RuntimeError, match="differentiable|does not require grad"):
-        torch.autograd.grad(g.sum(), a)
+
+
+@pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((2, 3, 4), (3, 1))], ids=str)
+@pytest.mark.parametrize("axis", [-1, 0, None])
+def test_torch_second_derivatives(shapes, axis):
+    """A backward that autograd records (create_graph=True: a gradient penalty, a
+    Hessian-vector product, torch.func's nested grad) is itself differentiated exactly, as
+    torch's own expression is: it was once silently constant, since the incoming gradient of
+    loss.backward() does not require grad."""
+    a = torch.tensor(rand(shapes[0], 1), requires_grad=True)
+    b = torch.tensor(rand(shapes[1], 2), requires_grad=True)
+    for f in [lambda x, y: ft.correlation(x, y, axis),
+              lambda x, y: ft.correlation(x, y, axis, keepdims=True)] + [
+            (lambda x, y, op=op, r=r: getattr(ft, op)(x, y, axis, reduction=r))
+            for op in OPS for r in REDUCTIONS]:
+        assert torch.autograd.gradgradcheck(f, (a, b))
+    for op in OPS:
+        got, want = [], []
+        for fn, out in ((lambda x, y, r: getattr(ft, op)(x, y, axis, reduction=r), got),
+                        (lambda x, y, r: torch_plain(op, x, y, axis, r), want)):
+            for r in REDUCTIONS:
+                x, y = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+                loss = fn(x, y, r).sum()
+                gx, gy = torch.autograd.grad(loss, (x, y), create_graph=True)
+                (loss + (gx ** 2).sum() + (gx * gy.sum()).sum()).backward()  # a penalty
+                out += [x.grad, y.grad]
+                y0 = y.detach()
+                out.append(torch.func.grad(lambda z: torch.func.grad(
+                    lambda u: fn(u, y0, r).sum())(z).sum())(x.detach()))
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_torch_gradients_handed_out_are_never_read_again():
+    """loss.backward() hands autograd the gradients kept from the fused pass, without a copy;
+    the loss forgets them, so that a caller who changes what torch.autograd.grad returned
+    cannot change a later backward of the same graph (retain_graph)."""
+    x, y = rand((4, 5), 1), rand((4, 5), 2)
+    a, b = torch.tensor(x, requires_grad=True), torch.tensor(y)
+    want = (x * y).sum(-1, keepdims=True) * y
+    for op_scale in (1.0, 0.5):
+        loss = ft.corr_loss(a, b)
+        (g1,) = torch.autograd.grad(loss, a, retain_graph=True)
+        np.testing.assert_allclose(g1.numpy(), want, rtol=1e-12)
+        g1.mul_(op_scale - 7.0)
+        (g2,) = torch.autograd.grad(loss, a, retain_graph=True)
+        np.testing.assert_allclose(g2.numpy(), want, rtol=1e-12)
+        (g3,) = torch.autograd.grad(loss * 3.0, a)
+        np.testing.assert_allclose(g3.numpy(), 3.0 * want, rtol=1e-12)
 
 
 def test_jax_errors_at_trace_time_name_the_function():
@@ -247,6 +290,38 @@ def test_adapters_take_lists_of_axes_and_refuse_other_forms():
             mod.correlation(a, b, keepdims="no")
         with pytest.raises(TypeError, match="^corr_loss: axis"):
             mod.corr_loss(a, b, 1.5)
+
+
+def test_torch_refuses_what_it_cannot_hand_over_by_name():
+    a = torch.ones(2, 3)
+    for f, name in ((ft.correlation, "correlation"), (ft.corr_loss, "corr_loss"),
+                    (ft.product_loss, "product_loss")):
+        with pytest.raises(TypeError, match=f"^{name}: b has dtype torch.bfloat16"):
+            f(a, a.to(torch.bfloat16))
+        with pytest.raises(TypeError, match=f"^{name}: b must be a torch.Tensor, not float"):
+            f(a, 2.0)
+        with pytest.raises(TypeError, match=f"^{name}: a must be a torch.Tensor, not ndarray"):
+            f(np.ones((2, 3)), a)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_jax_cotangents_in_their_inputs_dtypes(op, reduction):
+    """Each gradient in its own input's dtype, as jax.grad of the plain expression gives,
+    where the two inputs differ (a scan whose carry is the gradient needs it)."""
+    jax, jnp = _jax()
+    from fastcorr import jax as fj
+
+    a = jnp.asarray(rand((2, 3), 1), jnp.float16)
+    b = jnp.asarray(rand((2, 3), 2), jnp.float32)
+    ga, gb = jax.grad(lambda x, y: jnp.sum(getattr(fj, op)(x, y, reduction=reduction)),
+                      (0, 1))(a, b)
+    pa, pb = jax.grad(lambda x, y: jnp.sum(jax_plain(jnp, op, x, y, -1, reduction)),
+                      (0, 1))(a, b)
+    assert (ga.dtype, gb.dtype) == (pa.dtype, pb.dtype) == (a.dtype, b.dtype)
+    np.testing.assert_allclose(np.asarray(ga, np.float64), np.asarray(pa, np.float64),
+                               rtol=2e-3)
+    np.testing.assert_allclose(np.asarray(gb), np.asarray(pb), rtol=1e-5)
 
 
 def test_jax_integer_and_bool_inputs_compute_in_floats():
