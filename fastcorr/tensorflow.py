@@ -82,7 +82,8 @@ def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> A
 
     A ``tf.custom_gradient`` whose forward pass is `fastcorr.correlation` and whose
     backward is `fastcorr.correlation_vjp`, computed on the CPU through
-    ``tf.numpy_function``: eagerly, inside ``tf.function`` and in graph mode.
+    ``tf.numpy_function``: eagerly, inside ``tf.function`` and in graph mode. Second
+    derivatives (nested tapes) are exact.
 
     {adapter_correlation}
 
@@ -100,17 +101,57 @@ def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> A
     # TensorFlow has no annotations: its decorator is untyped
     @tf.custom_gradient  # type: ignore[untyped-decorator]
     def f(a: Any, b: Any) -> Any:
-        _, _, out = _shapes("correlation", a, b, axis, keepdims)
+        shape, axes, out = _shapes("correlation", a, b, axis, keepdims)
         (corr,) = _call(lambda x, y: fastcorr.correlation(x, y, axis, keepdims=keepdims),
                         [a, b], [a.dtype])
         corr = tf.ensure_shape(corr, out)
 
         def grad(g: Any) -> Any:
-            ga, gb = _call(lambda x, y, w: fastcorr.correlation_vjp(x, y, w, axis),
-                           [a, b, g], [a.dtype, b.dtype])
-            return tf.ensure_shape(ga, a.shape), tf.ensure_shape(gb, b.shape)
+            return _vjp(a, b, tf.reshape(g, _kept(shape, axes)), axis)
         return corr, grad
     return f(*_floats(a, b))
+
+
+def _kept(shape: Any, axes: Any) -> list[int]:
+    return [1 if i in axes else n for i, n in enumerate(shape)]
+
+
+def _vjp(a: Any, b: Any, w: Any, axis: Any) -> Any:
+    """fastcorr.correlation_vjp(a, b, w, axis), w with the reduced axes kept, as TensorFlow
+    differentiates it again."""
+    ga, gb = _call(lambda x, y, v: fastcorr.correlation_vjp(x, y, v, axis), [a, b, w],
+                   [a.dtype, b.dtype])
+    return _exact([tf.ensure_shape(ga, a.shape), tf.ensure_shape(gb, b.shape)], _weighted,
+                  a, b, w)
+
+
+def _weighted(a: Any, b: Any, w: Any) -> Any:
+    """(w * b, w * a), each summed back to its input's shape, in TensorFlow's own ops: the
+    gradients of sum(w * a * b)."""
+    shape = tf.broadcast_static_shape(tf.broadcast_static_shape(a.shape, b.shape), w.shape)
+    return (_sum_to(tf.broadcast_to(w * b, shape), a.shape),
+            _sum_to(tf.broadcast_to(w * a, shape), b.shape))
+
+
+def _exact(values: Any, plain: Any, *xs: Any) -> Any:
+    """values, which fastcorr computed from xs, with the derivative of plain(*xs), the same
+    values written in TensorFlow's ops. TensorFlow takes a `tf.numpy_function`'s results for
+    constants: a backward pass's results handed on as they are would make every second
+    derivative through them silently zero (a gradient penalty's term dropped)."""
+    n = len(xs)
+
+    @tf.custom_gradient  # type: ignore[untyped-decorator]
+    def f(*args: Any) -> Any:
+        inputs = args[:n]
+
+        def grad(*upstream: Any) -> Any:
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                ys = plain(*inputs)
+            return (*tape.gradient(ys, inputs, output_gradients=list(upstream)),
+                    *[None] * len(values))
+        return [tf.identity(v) for v in args[n:]], grad
+    return f(*xs, *values)
 
 
 def _loss(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
@@ -124,24 +165,29 @@ def _loss(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
             lambda x, y: getattr(fastcorr, op + "_and_grad")(x, y, axis, reduction=reduction),
             [a, b], [a.dtype, a.dtype, b.dtype])
         loss = tf.ensure_shape(loss, per if reduction == "none" else ())
-        ga, gb = tf.ensure_shape(ga, a.shape), tf.ensure_shape(gb, b.shape)
+        positions = np.prod([n for i, n in enumerate(shape) if i not in axes])
+        scale = 1.0 / positions if reduction == "mean" and positions else 1.0
+
+        def plain(x: Any, y: Any) -> Any:  # the kept gradients, in TensorFlow's ops
+            w = tf.reduce_sum(x * y, axis=list(axes), keepdims=True) if op == "corr_loss" \
+                else x * y
+            return _weighted(x, y, w * tf.cast(scale, w.dtype))
+        ga, gb = _exact([tf.ensure_shape(ga, a.shape), tf.ensure_shape(gb, b.shape)], plain,
+                        a, b)
 
         def grad(g: Any) -> Any:
             if reduction != "none":
                 # a loss differentiated on its own has g == 1: its gradients as they are, not
                 # two more passes over arrays the size of the inputs
                 return tf.cond(tf.equal(g, 1), lambda: (ga, gb), lambda: (g * ga, g * gb))
-            g = tf.reshape(g, [1 if i in axes else n for i, n in enumerate(shape)])
+            g = tf.reshape(g, _kept(shape, axes))
             if tuple(a.shape) == tuple(b.shape) == shape:
                 return g * ga, g * gb
             # per-position losses of broadcast inputs: weight before summing over the
             # broadcast axes
             if op == "corr_loss":
-                w = g * correlation(a, b, axis, keepdims=True)
-                return _call(lambda x, y, v: fastcorr.correlation_vjp(x, y, v, axis),
-                             [a, b, w], [a.dtype, b.dtype])
-            p = g * a * b
-            return _sum_to(p * b, a.shape), _sum_to(p * a, b.shape)
+                return _vjp(a, b, g * correlation(a, b, axis, keepdims=True), axis)
+            return _weighted(a, b, g * a * b)
         return loss, grad
     return f(*_floats(a, b))
 
