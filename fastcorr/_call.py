@@ -34,6 +34,11 @@ class Call:
         self.backend, device = resolve_backend(func, a, b, backend)
         x, y = self.inputs(a, b, device)
         self.dtype, self.result = resolve_dtypes(func, weak(a, x), weak(b, y))
+        if self.result != self.dtype and not device:
+            # float16, computed in float32: a Python scalar is first a float16, as NumPy 2
+            # casts it to the array's dtype (70000 is Inf there, 0.1 is 0.0999755859375)
+            x, y = (np.asarray(s, self.result) if type(s) in (bool, int, float) else arr
+                    for s, arr in ((a, x), (b, y)))
         self.shapes = (tuple(x.shape), tuple(y.shape))
         self.layout = self.arrange(axis)
         self.ex = self.executor(a, b, x, y, device)

@@ -291,6 +291,24 @@ def test_python_scalars_are_weak(backend):
         fastcorr.correlation(a, 2j, backend=name)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_python_scalars_beside_float16_are_float16_first(backend):
+    """As NumPy 2 casts a Python scalar to a float16 array's dtype before it multiplies:
+    0.1 is 0.0999755859375, and 70000 is Inf, though fastcorr computes float16 in float32."""
+    if backend == DEVICE:
+        pytest.skip("a Python scalar beside a device array is a host value: refused")
+    lib, name = _lib(backend)
+    x = np.random.default_rng(0).uniform(0.5, 4, 300).astype(np.float16)
+    with np.errstate(over="ignore"):
+        for scalar in (0.1, 3, 70000, 1e6):
+            s16 = np.float64(np.array(scalar, np.float16))
+            want = np.float16(np.sum(x.astype(np.float64) * s16))
+            for pair in ((lib(x), scalar), (scalar, lib(x))):
+                got = to_host(fastcorr.correlation(*pair, backend=name))
+                assert got.dtype == np.float16 and (got == want or np.isnan(got) and
+                                                     np.isnan(want)), (scalar, got, want)
+
+
 @pytest.mark.parametrize("backend", HOST)
 def test_a_grad_of_a_dtype_the_inputs_may_not_have(backend):
     a = np.ones((2, 3))

@@ -211,6 +211,40 @@ def test_backends(backend, shape, case):
     _check(backend, np.float64, shape, case)
 
 
+@pytest.mark.parametrize("backend", [b for b in VOLUME_BACKENDS if b != "reference"])
+@pytest.mark.parametrize("case", [
+    dict(max_displacement=1, pad=0),  # a border that no window reads
+    dict(max_displacement=2, stride1=3, pad=2),  # pixels between the windows
+    dict(max_displacement=(-2, 1), stride2=2, direction="x", pad=0),
+    dict(max_displacement=2, stride2=2, stride1=2, pad=1),
+], ids=_ids)
+def test_gradients_put_inf_and_nan_where_the_reference_does(backend, case):
+    """An Inf or NaN in a or b, at each pixel in turn: the gradients are NaN or infinite
+    exactly where the reference's are. A pixel no window reads forms no product, and was
+    once NaN in the other input's gradient through a weight of 0 times it, as were the
+    first and last displacements of the row gather's pixel pairs."""
+    N, H, W, C = 1, 4, 9, 2
+    a, b = _inputs((N, H, W, C), np.float64, 3)
+    g = np.random.default_rng(4).standard_normal(
+        reference.correlation_volume(a, b, **case).shape)
+    pixels = [(y, x) for y in range(H) for x in range(W)]
+    if SIMULATOR:
+        pixels = pixels[::5]
+    with np.errstate(invalid="ignore", over="ignore"):
+        for value, side, (y, x) in ((v, s, p) for v in (np.inf, np.nan) for s in (0, 1)
+                                    for p in pixels):
+            xs = [a.copy(), b.copy()]
+            xs[side][0, y, x, 0] = value
+            got = _call("correlation_volume_vjp", *xs, case, backend, grad=g)
+            got += _call("correlation_volume_loss_and_grad", *xs, case, backend)[1:]
+            want = reference.correlation_volume_vjp(*xs, g, **case)
+            want += reference.correlation_volume_loss_and_grad(*xs, **case)[1:]
+            for i, (r, w) in enumerate(zip(got, want)):
+                where = f"{value} in {'ab'[side]} at {(y, x)}, result {i}"
+                np.testing.assert_array_equal(np.isnan(r), np.isnan(w), err_msg=where)
+                np.testing.assert_array_equal(np.isinf(r), np.isinf(w), err_msg=where)
+
+
 @pytest.mark.parametrize("backend", VOLUME_BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=lambda d: d.__name__)
 @pytest.mark.parametrize("case", CASES[:3] + CASES[6:7], ids=_ids)  # normalised: float16 holds

@@ -132,8 +132,6 @@ def _put(P, x0, x1, j, nx, p, q):
 
 @njit(inline="always", **OPTIONS)
 def _weight(Wt, x, base, k, nx, rev):
-    if k < 0 or k >= nx:
-        return Wt.dtype.type(0)
     return Wt[x, base + (nx - 1 - k if rev else k)]
 
 
@@ -145,9 +143,17 @@ def _row_gather(Wt, base, src, d0, nx, s2, rev, acc):
     for r in range(s2):
         for x0 in range(r, W, 2 * s2):
             x1 = x0 + s2
+            pair = x1 < W
+            # The load src[x0 + d0 + j*s2] is x0's displacement j and x1's j - 1. At j = 0
+            # and j = nx only one of the two has that displacement: those terms are added
+            # alone, not as a weight of 0 times the load, which is NaN where the load is Inf.
             j0, j1 = _span(x0 + d0, s2, nx + 1, W)
-            if x1 >= W:
-                j1 = min(j1, nx)
+            if pair and j0 == 0 < j1:
+                _axpy1(acc[x0], _weight(Wt, x0, base, 0, nx, rev), src[x0 + d0])
+                j0 = 1
+            if pair and j1 == nx + 1 > j0:
+                _axpy1(acc[x1], _weight(Wt, x1, base, nx - 1, nx, rev), src[x0 + d0 + nx * s2])
+            j1 = min(j1, nx)
             j = j0
             while j + 4 <= j1:
                 xs = x0 + d0 + j * s2
@@ -244,6 +250,14 @@ def volume_grad(a, b, g, out, geo, scale, weight, side, sums, comps, c0, c1, nch
     fused = g.size == 0 and Ho * Wo * D * N > 0
     w_t = a.dtype.type(scale)
     g_t = a.dtype.type(weight)
+    # Pixels that no window reads (outside the windows' span, between windows where stride1
+    # exceeds kernel_size) form no product: their gradient is 0, and their value reaches no
+    # other gradient, not even as a weight of 0 times an Inf, which would be NaN.
+    read = np.zeros(W, np.bool_)
+    for x in range(W):
+        ox_lo, ox_hi = _outputs(x, kr, ox0, s1, Wo)
+        read[x] = ox_lo < ox_hi
+    every = read.all()
     if side == 0:
         # grad_a at (y, x): the outputs whose window holds (y, x), each with every displacement
         for c in range(c0, c1):
@@ -278,11 +292,15 @@ def volume_grad(a, b, g, out, geo, scale, weight, side, sums, comps, c0, c1, nch
                                     Wt[x, k] += g[n, oy, ox, k]
                 acc[:] = 0
                 ky0, ky1 = _span(y + dy0, s2, ny, H)
+                if oy_lo >= oy_hi:
+                    ky1 = ky0  # a row no window reads
                 for ky in range(ky0, ky1):
                     _row_gather(Wt, ky * nx, b[n, y + dy0 + ky * s2], dx0, nx, s2, False, acc)
                 for x in range(W):
                     for i in range(C):
                         out[n, y, x, i] = w_t * acc[x, i]
+                    if not (every or read[x]):
+                        out[n, y, x] = 0
             sums[c] = s
             comps[c] = e
     else:
@@ -292,6 +310,7 @@ def volume_grad(a, b, g, out, geo, scale, weight, side, sums, comps, c0, c1, nch
             Wt = np.empty((W, D), a.dtype)
             P = np.empty((W, nx), a.dtype)
             acc = np.empty((W, C), a.dtype)
+            row = np.zeros((W, C), a.dtype)  # a row of a, its pixels no window reads as 0
             for t in range(lo, hi):
                 n, y = t // H, t % H
                 Wt[:] = 0
@@ -325,7 +344,17 @@ def volume_grad(a, b, g, out, geo, scale, weight, side, sums, comps, c0, c1, nch
                 ky0, ky1 = _span(y - dy0 - (ny - 1) * s2, s2, ny, H)
                 for kyr in range(ky0, ky1):
                     ky = ny - 1 - kyr
-                    _row_gather(Wt, ky * nx, a[n, y - dy0 - ky * s2], d0, nx, s2, True, acc)
+                    ya = y - dy0 - ky * s2
+                    oy_lo, oy_hi = _outputs(ya, kr, oy0, s1, Ho)
+                    if oy_lo >= oy_hi:
+                        continue  # a row no window reads
+                    src = a[n, ya]
+                    if not every:
+                        for x in range(W):
+                            if read[x]:
+                                row[x] = src[x]
+                        src = row
+                    _row_gather(Wt, ky * nx, src, d0, nx, s2, True, acc)
                 for x in range(W):
                     for i in range(C):
                         out[n, y, x, i] = w_t * acc[x, i]

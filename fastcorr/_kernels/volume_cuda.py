@@ -106,11 +106,17 @@ def _grad_kernel(a, b, g, ga, gb, geo, scale):
     stride = cuda.gridsize(1)
     for i in range(start, size, stride):
         n, y, x, c = _unravel(i, H, W, C)
-        # grad_a: the outputs whose window holds (y, x), every displacement
+        # grad_a: the outputs whose window holds (y, x), every displacement. A pixel that no
+        # window reads forms no product: its gradient is 0, and its value reaches no other
+        # gradient, not even as a weight of 0 times an Inf, which would be NaN.
         ua = 0.0
         oy_lo, oy_hi = _outputs(y, kr, oy0, s1, Ho)
         ox_lo, ox_hi = _outputs(x, kr, ox0, s1, Wo)
-        for ky in range(ny):
+        if oy_lo >= oy_hi or ox_lo >= ox_hi:
+            ny_a = 0
+        else:
+            ny_a = ny
+        for ky in range(ny_a):
             yb = y + dy0 + ky * s2
             if yb < 0 or yb >= H:
                 continue
@@ -127,11 +133,15 @@ def _grad_kernel(a, b, g, ga, gb, geo, scale):
             if ya < 0 or ya >= H:
                 continue
             oy_lo, oy_hi = _outputs(ya, kr, oy0, s1, Ho)
+            if oy_lo >= oy_hi:
+                continue
             for kx in range(nx):
                 xa = x - dx0 - kx * s2
                 if xa < 0 or xa >= W:
                     continue
                 ox_lo, ox_hi = _outputs(xa, kr, ox0, s1, Wo)
+                if ox_lo >= ox_hi:
+                    continue
                 ub += _window(g, n, oy_lo, oy_hi, ox_lo, ox_hi, ky * nx + kx) * a[n, ya, xa, c]
         gb[n, y, x, c] = scale * ub
 
