@@ -73,6 +73,11 @@ def _floats(a: Any, b: Any) -> tuple[Any, Any]:
 
 
 def _shapes(func: str, a: Any, b: Any, axis: Any, keepdims: Any = False) -> Any:
+    for name, x in (("a", a), ("b", b)):
+        if x.shape.rank is None or None in x.shape.as_list():
+            raise ValueError(f"{func}: {name} has shape {x.shape}; fastcorr.tensorflow needs "
+                             "every dimension known when the op is built (a tf.function's "
+                             "input_signature with full shapes, or eager calls)")
     return layout(func, a.shape, b.shape, axis, keepdims)
 
 

@@ -151,3 +151,12 @@ def test_errors_at_trace_time_name_the_function():
         ftf.corr_loss(a, tf.ones(4))
     with pytest.raises(AxisError, match="^correlation: axis"):
         ftf.correlation(a, a, 2)
+
+
+def test_unknown_dimensions_are_refused_when_the_op_is_built():
+    spec = tf.TensorSpec([None, 4], tf.float32)
+    for f, name in ((lambda a, b: ftf.corr_loss(a, b), "corr_loss"),
+                    (lambda a, b: ftf.correlation(a, b), "correlation")):
+        with pytest.raises(ValueError, match=f"{name}: a has shape \\(None, 4\\); "
+                                             "fastcorr.tensorflow needs every dimension"):
+            tf.function(f, input_signature=[spec, spec])(tf.ones((3, 4)), tf.ones((3, 4)))
