@@ -73,8 +73,30 @@ def _call(fn: Any, result: Any, *args: Any, aliases: Any = None) -> Any:
             if isinstance(x, np.ndarray):  # XLA's fresh CPU buffers: mapped 2 MiB at a time
                 advise_huge_pages(x)
         fn(*map(_array, bufs), out)
+    # A callback has no derivative of its own: what it computes is differentiated through
+    # the custom rules below and `_exact`, never through it
     return buffer_callback(callback, result, vmap_method="sequential",
-                           input_output_aliases=aliases)(*args)
+                           input_output_aliases=aliases)(*map(jax.lax.stop_gradient, args))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _exact(plain: Any, xs: Any, values: Any) -> Any:
+    """values, which fastcorr computed from xs, with the derivative of plain(*xs), the same
+    values written in jnp: a backward pass is then itself differentiable (grad of grad,
+    jax.jacrev of jax.grad, a gradient penalty), where a callback has no derivative at all.
+    Forward mode (jax.jvp, jax.hessian) stays refused, as for every custom_vjp."""
+    return values
+
+
+def _exact_fwd(plain: Any, xs: Any, values: Any) -> Any:
+    return values, xs
+
+
+def _exact_bwd(plain: Any, xs: Any, ct: Any) -> Any:
+    return jax.vjp(plain, *xs)[1](ct), jax.tree.map(jnp.zeros_like, ct)
+
+
+_exact.defvjp(_exact_fwd, _exact_bwd)
 
 
 def _floats(a: Any, b: Any) -> tuple[Any, Any]:
@@ -120,8 +142,17 @@ def _correlation_bwd(axis: Any, keepdims: Any, res: Any, g: Any) -> Any:
 
 
 def _vjp(a: Any, b: Any, g: Any, axis: Any) -> Any:
-    return _call(lambda x, y, w, out: fastcorr.correlation_vjp(x, y, w, axis, out=out),
-                 (_struct(a.shape, a.dtype), _struct(b.shape, b.dtype)), a, b, g)
+    values = _call(lambda x, y, w, out: fastcorr.correlation_vjp(x, y, w, axis, out=out),
+                   (_struct(a.shape, a.dtype), _struct(b.shape, b.dtype)), a, b, g)
+    return _exact(partial(_plain_vjp, axis), (a, b, g), values)
+
+
+def _plain_vjp(axis: Any, a: Any, b: Any, g: Any) -> Any:
+    """correlation_vjp in jnp: (g * b, g * a), each summed back to its input's shape."""
+    shape, axes, _ = layout("correlation_vjp", a.shape, b.shape, axis)
+    g = g.reshape([1 if i in axes else n for i, n in enumerate(shape)])
+    return (_sum_to(jnp.broadcast_to(g * b, shape), a.shape).astype(a.dtype),
+            _sum_to(jnp.broadcast_to(g * a, shape), b.shape).astype(b.dtype))
 
 
 _correlation.defvjp(_correlation_fwd, _correlation_bwd)
@@ -151,7 +182,18 @@ def _loss_fwd(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
                                                          out=out[1:])[0])
     loss, ga, gb = _call(fused, (_struct((), jnp.result_type(a, b)),
                                  _struct(a.shape, a.dtype), _struct(b.shape, b.dtype)), a, b)
+    ga, gb = _exact(partial(_plain_grads, op, axis, reduction), (a, b), (ga, gb))
     return loss, (a, b, ga, gb)
+
+
+def _plain_grads(op: Any, axis: Any, reduction: Any, a: Any, b: Any) -> Any:
+    """The gradients of the loss, by jax.grad of its jnp formula."""
+    def loss(x: Any, y: Any) -> Any:
+        _, axes, _ = layout(op, x.shape, y.shape, axis)
+        per = 0.5 * jnp.sum(x * y, axis=axes) ** 2 if op == "corr_loss" else \
+            0.5 * jnp.sum((x * y) ** 2, axis=axes)
+        return jnp.mean(per) if reduction == "mean" else jnp.sum(per)
+    return jax.grad(loss, argnums=(0, 1))(a, b)
 
 
 def _scale(ga: Any, gb: Any, w: Any, out: Any) -> Any:
@@ -163,12 +205,17 @@ def _scale(ga: Any, gb: Any, w: Any, out: Any) -> Any:
             o *= w
 
 
+def _scaled(ga: Any, gb: Any, g: Any) -> Any:
+    return (g * ga).astype(ga.dtype), (g * gb).astype(gb.dtype)
+
+
 def _loss_bwd(op: Any, axis: Any, reduction: Any, res: Any, g: Any) -> Any:
     a, b = res[:2]
     if reduction != "none":  # the kept gradients, scaled in their own buffers
         ga, gb = res[2:]
-        return _call(_scale, (_struct(ga.shape, ga.dtype), _struct(gb.shape, gb.dtype)), ga,
-                     gb, g, aliases={0: 0, 1: 1})
+        values = _call(_scale, (_struct(ga.shape, ga.dtype), _struct(gb.shape, gb.dtype)), ga,
+                       gb, g, aliases={0: 0, 1: 1})
+        return _exact(_scaled, (ga, gb, g), values)
     # per position: the gradients of sum(g * loss), g broadcast back along the reduced axes
     _, axes, _ = layout(op, a.shape, b.shape, axis)
     g = jnp.expand_dims(g, axes)

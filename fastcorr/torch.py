@@ -183,7 +183,7 @@ def _expand(g: Any, axes: Any) -> Any:
 def _recorded(a: Any, b: Any, w: Any) -> Any:
     """(w * b, w * a), each summed back to its input's shape, in torch ops that autograd
     records: w is the weight of each product a * b."""
-    shape = torch.broadcast_shapes(a.shape, b.shape, w.shape)
+    shape = torch.broadcast_shapes(a.shape, b.shape, w.shape)  # type: ignore[no-untyped-call]
     return (_unbroadcast((w * b).expand(shape), a.shape),
             _unbroadcast((w * a).expand(shape), b.shape))
 

@@ -324,6 +324,40 @@ def test_jax_cotangents_in_their_inputs_dtypes(op, reduction):
     np.testing.assert_allclose(np.asarray(gb), np.asarray(pb), rtol=1e-5)
 
 
+@pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((2, 3, 4), (3, 1))], ids=str)
+@pytest.mark.parametrize("axis", [-1, (0, 1)], ids=str)
+def test_jax_second_derivatives(shapes, axis):
+    """Reverse over reverse, as a gradient penalty takes it, eagerly and under jit: the
+    callbacks have no derivative, so what each backward hands on carries a jnp one."""
+    jax, jnp = _jax()
+    from fastcorr import jax as fj
+
+    x64 = jax.config.jax_enable_x64  # float64, to compare to 1e-10
+    jax.config.update("jax_enable_x64", True)
+    try:
+        a = jnp.asarray(rand(shapes[0], 1))
+        b = jnp.asarray(rand(shapes[1], 2))
+        cases = [(lambda x, y: jnp.sum(fj.correlation(x, y, axis) ** 3),
+                  lambda x, y: jnp.sum(jnp.sum(x * y, axis=axis) ** 3))]
+        cases += [(lambda x, y, op=op, r=r: jnp.sum(getattr(fj, op)(x, y, axis, reduction=r)),
+                   lambda x, y, op=op, r=r: jnp.sum(jax_plain(jnp, op, x, y, axis, r)))
+                  for op in OPS for r in REDUCTIONS]
+        for fast, slow in cases:
+            got, want = [], []
+            for f, out in ((fast, got), (slow, want)):
+                def penalised(x, y, f=f):
+                    gx, gy = jax.grad(f, (0, 1))(x, y)
+                    return f(x, y) + jnp.sum(gx ** 2) + jnp.sum(gx) * jnp.sum(gy)
+                out += jax.grad(penalised, (0, 1))(a, b)
+                out += jax.jit(jax.grad(penalised, (0, 1)))(a, b)
+                out += jax.jacrev(jax.grad(f), (0, 1))(a, b)
+            for g, w in zip(got, want):
+                np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-10,
+                                           atol=1e-12)
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+
+
 def test_jax_integer_and_bool_inputs_compute_in_floats():
     """Integer and bool inputs give float results, as with NumPy input (whose float64 JAX
     holds as its default float type): never an integer result truncated from the float
