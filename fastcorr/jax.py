@@ -182,18 +182,20 @@ def _loss_fwd(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
                                                          out=out[1:])[0])
     loss, ga, gb = _call(fused, (_struct((), jnp.result_type(a, b)),
                                  _struct(a.shape, a.dtype), _struct(b.shape, b.dtype)), a, b)
-    ga, gb = _exact(partial(_plain_grads, op, axis, reduction), (a, b), (ga, gb))
+    # the loss too: value_and_grad inside another grad differentiates this pass's value
+    loss, ga, gb = _exact(partial(_plain_fused, op, axis, reduction), (a, b), (loss, ga, gb))
     return loss, (a, b, ga, gb)
 
 
-def _plain_grads(op: Any, axis: Any, reduction: Any, a: Any, b: Any) -> Any:
-    """The gradients of the loss, by jax.grad of its jnp formula."""
+def _plain_fused(op: Any, axis: Any, reduction: Any, a: Any, b: Any) -> Any:
+    """(loss, grad_a, grad_b) by jax.value_and_grad of the loss's jnp formula."""
     def loss(x: Any, y: Any) -> Any:
         _, axes, _ = layout(op, x.shape, y.shape, axis)
         per = 0.5 * jnp.sum(x * y, axis=axes) ** 2 if op == "corr_loss" else \
             0.5 * jnp.sum((x * y) ** 2, axis=axes)
         return jnp.mean(per) if reduction == "mean" else jnp.sum(per)
-    return jax.grad(loss, argnums=(0, 1))(a, b)
+    value, (ga, gb) = jax.value_and_grad(loss, argnums=(0, 1))(a, b)
+    return value.astype(jnp.result_type(a, b)), ga, gb
 
 
 def _scale(ga: Any, gb: Any, w: Any, out: Any) -> Any:

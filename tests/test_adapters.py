@@ -349,6 +349,11 @@ def test_jax_second_derivatives(shapes, axis):
                     gx, gy = jax.grad(f, (0, 1))(x, y)
                     return f(x, y) + jnp.sum(gx ** 2) + jnp.sum(gx) * jnp.sum(gy)
                 out += jax.grad(penalised, (0, 1))(a, b)
+
+                def from_value_and_grad(x, y, f=f):  # the value of the same pass
+                    v, gx = jax.value_and_grad(f)(x, y)
+                    return v * v + jnp.sum(gx * x)
+                out += jax.grad(from_value_and_grad, (0, 1))(a, b)
                 out += jax.jit(jax.grad(penalised, (0, 1)))(a, b)
                 out += jax.jacrev(jax.grad(f), (0, 1))(a, b)
             for g, w in zip(got, want):
