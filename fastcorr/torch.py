@@ -138,9 +138,11 @@ class _Loss(torch.autograd.Function):
         ctx.weighted = reduction == "none" and a.shape != b.shape
         positions = np.prod([n for i, n in enumerate(shape) if i not in ctx.axes])
         ctx.scale = 1.0 / positions if reduction == "mean" and positions else 1.0
+        # a and b for a backward that autograd records (or a second one): kept alive until
+        # the backward, as torch's own a * b keeps them
         ctx.save_for_backward(a, b)
-        # Held as attributes, not saved tensors: the first backward may hand them over to
-        # autograd, and then they are forgotten here (see backward).
+        # Held as an attribute, not saved tensors: the first backward takes them (and may
+        # hand them over to autograd) and they are forgotten here (see backward).
         ctx.kept = (ga, gb) if grads and not ctx.weighted else None
 
     @staticmethod
@@ -149,25 +151,30 @@ class _Loss(torch.autograd.Function):
         if g is None:  # the loss took no part in what is differentiated
             return None, None, None, None, None, None
         a, b = ctx.saved_tensors
+        # The kept gradients serve one backward: forgotten here, they are freed with it, and
+        # nothing here reads them once autograd or the caller has them (a later backward,
+        # with retain_graph, computes them again).
+        kept, ctx.kept = ctx.kept, None
         g = _expand(g, ctx.axes)
         if torch.is_grad_enabled():
             w = g * ctx.scale
-            w = w * (a * b).sum(dim=ctx.axes, keepdim=True) if ctx.op == "corr_loss" else \
-                w * a * b
+            if ctx.op == "product_loss":
+                w = w * a * b
+            elif ctx.axes:  # (torch's sum over dim=() sums every axis; NumPy's none)
+                w = w * (a * b).sum(dim=ctx.axes, keepdim=True)
+            else:
+                w = w * (a * b)
             ga, gb = _recorded(a, b, w)
         elif ctx.weighted:
             ga, gb = _weighted(ctx, a, b, g)
-        elif ctx.kept is None:  # a second backward, after the kept gradients went
+        elif kept is None:  # a second backward
             _, ga, gb = _Loss.forward(a.detach(), b.detach(), ctx.op, ctx.axis,
                                       ctx.reduction, True)
             ga, gb = g * ga, g * gb
         elif g.ndim == 0 and not g.is_cuda and g.item() == 1.0:
-            # loss.backward(): the kept gradients are the answer, no pass. They are handed
-            # over and forgotten, so that nothing here reads them after autograd or the
-            # caller has them (a later backward, with retain_graph, computes them again).
-            (ga, gb), ctx.kept = ctx.kept, None
+            ga, gb = kept  # loss.backward(): the kept gradients are the answer, no pass
         else:  # the gradients of the summed loss, scaled by the incoming gradient
-            ga, gb = g * ctx.kept[0], g * ctx.kept[1]
+            ga, gb = g * kept[0], g * kept[1]
         return ga if want_a else None, gb if want_b else None, None, None, None, None
 
 

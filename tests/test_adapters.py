@@ -31,8 +31,11 @@ from fastcorr import torch as ft  # noqa: E402
 
 def torch_plain(op, a, b, axis, reduction):
     dims = tuple(range(max(a.ndim, b.ndim))) if axis is None else axis
-    per = 0.5 * (a * b).sum(dim=dims) ** 2 if op == "corr_loss" else \
-        0.5 * ((a * b) ** 2).sum(dim=dims)
+
+    def total(x):  # NumPy's sum over axis=() reduces nothing; torch's sums everything
+        return x.sum(dim=dims) if dims != () else x
+
+    per = 0.5 * total(a * b) ** 2 if op == "corr_loss" else 0.5 * total((a * b) ** 2)
     return per if reduction == "none" else (per.sum() if reduction == "sum" else per.mean())
 
 
@@ -208,7 +211,7 @@ def test_adapters_take_keywords_as_fastcorr_does():
 
 
 @pytest.mark.parametrize("shapes", [((3, 4), (3, 4)), ((2, 3, 4), (3, 1))], ids=str)
-@pytest.mark.parametrize("axis", [-1, 0, None])
+@pytest.mark.parametrize("axis", [-1, 0, None, ()], ids=str)
 def test_torch_second_derivatives(shapes, axis):
     """A backward that autograd records (create_graph=True: a gradient penalty, a
     Hessian-vector product, torch.func's nested grad) is itself differentiated exactly, as
@@ -236,6 +239,24 @@ def test_torch_second_derivatives(shapes, axis):
                     lambda u: fn(u, y0, r).sum())(z).sum())(x.detach()))
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_torch_kept_gradients_are_freed_by_the_backward():
+    """The gradients the fused forward keeps serve one backward and go with it, whatever
+    the incoming gradient: they are not held for as long as the loss is referenced."""
+    import gc
+    import weakref
+
+    a = torch.tensor(rand((64, 32), 1), requires_grad=True)
+    b = torch.tensor(rand((64, 32), 2), requires_grad=True)
+    for op in OPS:
+        for reduction, scale in (("sum", 1.0), ("sum", 2.0), ("mean", 3.0), ("none", 1.0)):
+            loss = getattr(ft, op)(a, b, reduction=reduction)
+            kept = [weakref.ref(t) for t in loss.grad_fn.kept]
+            (scale * loss).sum().backward()
+            gc.collect()
+            assert all(r() is None for r in kept), (op, reduction, scale)
+            assert loss is not None  # the loss itself still referenced
 
 
 def test_torch_gradients_handed_out_are_never_read_again():
