@@ -17,6 +17,12 @@ def layout(func, shape_a, shape_b, axis, keepdims=False):
     return shape, axes, lay.kept if keepdims else lay.reduced
 
 
+def layout_of(shape, axes):
+    """The Layout of a broadcast shape and its reduced axes, as `layout` gave them: its kept
+    shape (`kept`), and the mean's scale (`scale(reduction)`)."""
+    return _layout(tuple(shape), tuple(axes))
+
+
 def static_axis(axis):
     """axis as a hashable static argument of a traced function: a list of axes, as the
     frameworks' own reductions take, becomes a tuple; anything else is checked as fastcorr's

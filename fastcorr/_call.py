@@ -72,8 +72,7 @@ class Call:
         return Device(self, *(np.asarray(v, self.dtype) for v in (x, y)), host=True)
 
     def scale(self, reduction):
-        n = self.layout.positions
-        return 1.0 / n if reduction == "mean" and n else 1.0
+        return self.layout.scale(reduction)
 
 
 def results(ex, loss, grads=None, outs=None, shapes=None):

@@ -98,7 +98,7 @@ class _Lazy(Call):
         return da.utils.meta_from_array(self.a, self.ndim, dtype)
 
     def scale(self):
-        return 1.0 / self.positions if self.reduction == "mean" and self.positions else 1.0
+        return self.layout.scale(self.reduction)
 
     def finish_loss(self, total):
         """A float64 0-d sum as the loss of the reduction, in the result dtype."""

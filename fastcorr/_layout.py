@@ -34,6 +34,11 @@ class Layout:
         self.kept = tuple(1 if i in axes else shape[i] for i in range(n))
         self.empty = self.size == 0
 
+    def scale(self, reduction):
+        """What reduction="mean" divides the summed loss by, as a factor: 1 otherwise, and
+        where there are no positions (the loss is then NaN, the gradients empty)."""
+        return 1.0 / self.positions if reduction == "mean" and self.positions else 1.0
+
     def grad_target(self, func, shape):
         """The correlation's shape that a VJP's grad of `shape` broadcasts to (keepdims when
         it has every axis), or a ValueError naming both."""

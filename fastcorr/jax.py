@@ -26,7 +26,7 @@ from jax.experimental.buffer_callback import buffer_callback
 
 import fastcorr
 
-from ._adapters import broadcast_dims, layout, loss_functions, static_axis
+from ._adapters import broadcast_dims, layout, layout_of, loss_functions, static_axis
 from ._docs import sharing
 from ._memory import advise_huge_pages
 
@@ -150,7 +150,7 @@ def _vjp(a: Any, b: Any, g: Any, axis: Any) -> Any:
 def _plain_vjp(axis: Any, a: Any, b: Any, g: Any) -> Any:
     """correlation_vjp in jnp: (g * b, g * a), each summed back to its input's shape."""
     shape, axes, _ = layout("correlation_vjp", a.shape, b.shape, axis)
-    g = g.reshape([1 if i in axes else n for i, n in enumerate(shape)])
+    g = g.reshape(layout_of(shape, axes).kept)
     return (_sum_to(jnp.broadcast_to(g * b, shape), a.shape).astype(a.dtype),
             _sum_to(jnp.broadcast_to(g * a, shape), b.shape).astype(b.dtype))
 

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 import fastcorr
 
-from ._adapters import broadcast_dims, layout, loss_functions, static_axis
+from ._adapters import broadcast_dims, layout, layout_of, loss_functions, static_axis
 from ._docs import sharing
 
 if TYPE_CHECKING:
@@ -112,13 +112,9 @@ def correlation(a: Any, b: Any, axis: Axis = -1, *, keepdims: bool = False) -> A
         corr = tf.ensure_shape(corr, out)
 
         def grad(g: Any) -> Any:
-            return _vjp(a, b, tf.reshape(g, _kept(shape, axes)), axis)
+            return _vjp(a, b, tf.reshape(g, layout_of(shape, axes).kept), axis)
         return corr, grad
     return f(*_floats(a, b))
-
-
-def _kept(shape: Any, axes: Any) -> list[int]:
-    return [1 if i in axes else n for i, n in enumerate(shape)]
 
 
 def _vjp(a: Any, b: Any, w: Any, axis: Any) -> Any:
@@ -170,13 +166,12 @@ def _loss(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
             lambda x, y: getattr(fastcorr, op + "_and_grad")(x, y, axis, reduction=reduction),
             [a, b], [a.dtype, a.dtype, b.dtype])
         loss = tf.ensure_shape(loss, per if reduction == "none" else ())
-        positions = np.prod([n for i, n in enumerate(shape) if i not in axes])
-        scale = 1.0 / positions if reduction == "mean" and positions else 1.0
+        scale = layout_of(shape, axes).scale(reduction)
 
         def plain(x: Any, y: Any) -> Any:  # the kept gradients, in TensorFlow's ops
             w = tf.reduce_sum(x * y, axis=list(axes), keepdims=True) if op == "corr_loss" \
                 else x * y
-            return _weighted(x, y, w * tf.cast(scale, w.dtype))
+            return _weighted(x, y, w * tf.constant(scale, w.dtype))
         ga, gb = _exact([tf.ensure_shape(ga, a.shape), tf.ensure_shape(gb, b.shape)], plain,
                         a, b)
 
@@ -185,7 +180,7 @@ def _loss(a: Any, b: Any, op: Any, axis: Any, reduction: Any) -> Any:
                 # a loss differentiated on its own has g == 1: its gradients as they are, not
                 # two more passes over arrays the size of the inputs
                 return tf.cond(tf.equal(g, 1), lambda: (ga, gb), lambda: (g * ga, g * gb))
-            g = tf.reshape(g, _kept(shape, axes))
+            g = tf.reshape(g, layout_of(shape, axes).kept)
             if tuple(a.shape) == tuple(b.shape) == shape:
                 return g * ga, g * gb
             # per-position losses of broadcast inputs: weight before summing over the

@@ -21,7 +21,7 @@ import torch
 
 import fastcorr
 
-from ._adapters import broadcast_dims, layout, loss_functions, static_axis
+from ._adapters import broadcast_dims, layout, layout_of, loss_functions, static_axis
 from ._docs import sharing
 
 if TYPE_CHECKING:
@@ -95,13 +95,14 @@ class _Correlation(torch.autograd.Function):
         a, b, axis, keepdims = inputs
         ctx.save_for_backward(a, b)
         ctx.axis, ctx.keepdims = axis, keepdims
-        ctx.axes = layout("correlation", a.shape, b.shape, axis)[1]
 
     @staticmethod
     def backward(ctx: Any, g: Any) -> Any:
         a, b = ctx.saved_tensors
         if torch.is_grad_enabled():
-            ga, gb = _recorded(a, b, g if ctx.keepdims else _expand(g, ctx.axes))
+            if not ctx.keepdims:
+                g = _expand(g, layout("correlation", a.shape, b.shape, ctx.axis)[1])
+            ga, gb = _recorded(a, b, g)
         else:
             ga, gb = fastcorr.correlation_vjp(_arr(a), _arr(b), _arr(g.contiguous()),
                                               ctx.axis)
@@ -134,10 +135,8 @@ class _Loss(torch.autograd.Function):
         # zeros the size of the inputs (two array passes that cost more than the loss)
         ctx.set_materialize_grads(False)
         ctx.op, ctx.axis, ctx.reduction = op, axis, reduction
-        shape, ctx.axes, _ = layout(op, a.shape, b.shape, axis)
+        ctx.axes = layout(op, a.shape, b.shape, axis)[1]
         ctx.weighted = reduction == "none" and a.shape != b.shape
-        positions = np.prod([n for i, n in enumerate(shape) if i not in ctx.axes])
-        ctx.scale = 1.0 / positions if reduction == "mean" and positions else 1.0
         # a and b for a backward that autograd records (or a second one): kept alive until
         # the backward, as torch's own a * b keeps them
         ctx.save_for_backward(a, b)
@@ -157,7 +156,8 @@ class _Loss(torch.autograd.Function):
         kept, ctx.kept = ctx.kept, None
         g = _expand(g, ctx.axes)
         if torch.is_grad_enabled():
-            w = g * ctx.scale
+            shape = torch.broadcast_shapes(a.shape, b.shape)  # type: ignore[no-untyped-call]
+            w = g * layout_of(shape, ctx.axes).scale(ctx.reduction)
             if ctx.op == "product_loss":
                 w = w * a * b
             elif ctx.axes:  # (torch's sum over dim=() sums every axis; NumPy's none)
