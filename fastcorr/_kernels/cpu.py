@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit, typeof
 
 from . import threads
-from .vectors import LINE, address, line_dot, line_scale, run_product, streams
+from .vectors import LINE, address, line_dot, line_scale, rows_stream, run_product, streams
 
 # reassoc lets LLVM vectorise the blocked float sums; contract allows fused multiply-adds.
 # Both change results only by float rounding; nothing here assumes finite values, so NaN and
@@ -57,6 +57,10 @@ PARALLEL_BYTES = 16 << 20
 # Fixed True in the rows kernels' "_short" variants (_short_rows): rows of one cache line or
 # less, whose loops would run scalar, go through one masked vector each (vectors.py).
 SHORT_ROWS = False
+# Fixed True in the "_stream" variants: rows of whole, aligned lines whose gradients are
+# written with streaming stores (vectors.py): 1.5x the fused corr loss's bandwidth along the
+# last axis on an Intel Xeon VM, where write-allocate made it a third of the memory traffic.
+STREAM_ROWS = False
 # Rows this short (bytes) or shorter store their gradients with the scalar loop even then:
 # masked stores cost more than four scalar ones (the fused corr loss at C = 3 and 4 float32
 # measured 0.9x with them, 1.15-1.45x without).
@@ -231,10 +235,14 @@ def _row_dot(a, b, p, line):
 
 
 @njit(**INLINE)
-def _row_scaled(w, a, b, ga, gb, p, line):
-    """_scaled of row p; with line, as one masked vector each (rows above MASKED_STORE_MIN
-    bytes)."""
-    if line and a.shape[1] * a.itemsize > MASKED_STORE_MIN:
+def _row_scaled(w, a, b, ga, gb, p, line, stream):
+    """_scaled of row p; with stream, whole lines of streaming stores (rows_stream); else
+    with line, as one masked vector each (rows above MASKED_STORE_MIN bytes)."""
+    if stream:
+        R = a.shape[1]
+        run_product(address(ga) + p * ga.strides[0], address(b) + p * b.strides[0], w, R, w)
+        run_product(address(gb) + p * gb.strides[0], address(a) + p * a.strides[0], w, R, w)
+    elif line and a.shape[1] * a.itemsize > MASKED_STORE_MIN:
         R = a.shape[1]
         line_scale(address(ga) + p * ga.strides[0], address(b) + p * b.strides[0], w, R)
         line_scale(address(gb) + p * gb.strides[0], address(a) + p * a.strides[0], w, R)
@@ -359,7 +367,7 @@ def rows_corr_grad(a, b, pos, ga, gb, scale, sums, comps, c0, c1, nchunks):
             if pos.size:
                 pos[p] = d
             if ga.size:
-                _row_scaled(a.dtype.type(scale * d), a, b, ga, gb, p, SHORT_ROWS)
+                _row_scaled(a.dtype.type(scale * d), a, b, ga, gb, p, SHORT_ROWS, STREAM_ROWS)
             s, e = neumaier(s, e, 0.5 * d * d)
         sums[c] = s
         comps[c] = e
@@ -395,8 +403,8 @@ def rows_vjp(a, b, g, ga, gb, S, sums, comps, c0, c1, nchunks):
         lo, hi = bounds(c, nchunks, P * S)
         for t in range(lo, hi):
             p, _, r0, r1 = _segment(t, S, seg, R)
-            if SHORT_ROWS:  # S == 1
-                _row_scaled(a.dtype.type(g[p]), a, b, ga, gb, p, True)
+            if SHORT_ROWS or STREAM_ROWS:  # S == 1
+                _row_scaled(a.dtype.type(g[p]), a, b, ga, gb, p, SHORT_ROWS, STREAM_ROWS)
             else:
                 _scaled(a.dtype.type(g[p]), a[p, r0:r1], b[p, r0:r1], ga[p, r0:r1],
                         gb[p, r0:r1])
@@ -497,15 +505,16 @@ def register(*fns):
         _KERNELS[fn.__name__] = njit(fastmath=FASTMATH, **OPTIONS)(fn)
 
 
-def _short_rows(fn):
-    """fn again as fn.__name__ + "_short", compiled with SHORT_ROWS true. A constant folds its
-    branches away before LLVM vectorises; passed as an argument, the flag made the rows
-    kernels' ordinary path 1.15-1.25x slower. Its own name gives it its own cache entries."""
-    name = fn.__name__ + "_short"
-    short = types.FunctionType(fn.__code__.replace(co_name=name, co_qualname=name),
-                               dict(fn.__globals__, SHORT_ROWS=True), name)
-    short.__qualname__ = name
-    return short
+def _variant(fn, *flags):
+    """fn again, compiled with these module flags (SHORT_ROWS, STREAM_ROWS) true, named
+    fn.__name__ + "_short" and/or "_stream". A constant folds its branches away before LLVM
+    vectorises; passed as an argument, the flag made the rows kernels' ordinary path
+    1.15-1.25x slower. Its own name gives it its own cache entries."""
+    name = fn.__name__ + "".join("_" + f.split("_")[0].lower() for f in flags)
+    variant = types.FunctionType(fn.__code__.replace(co_name=name, co_qualname=name),
+                                 dict(fn.__globals__, **dict.fromkeys(flags, True)), name)
+    variant.__qualname__ = name
+    return variant
 
 
 register(
@@ -513,7 +522,9 @@ register(
     rows_corr_grad,
     rows_product,
     rows_vjp,
-    *map(_short_rows, (rows_dot, rows_corr_grad, rows_vjp)),
+    _variant(rows_dot, "SHORT_ROWS"),
+    *(_variant(fn, *flags) for fn in (rows_corr_grad, rows_vjp)
+      for flags in (("SHORT_ROWS",), ("STREAM_ROWS",), ("SHORT_ROWS", "STREAM_ROWS"))),
     strided_dot,
     strided_corr_grad,
     strided_product,
@@ -585,12 +596,13 @@ def _rows(x):
     return x[:, :, 0]
 
 
-def _short(kernel, S, R, itemsize, *rows):
+def _short(kernel, S, R, itemsize, *rows, stream=False):
     """The rows kernel for rows of R elements: its SHORT_ROWS variant for rows of one cache
-    line or less, not split into segments, of unit stride in the 2-D (P, R) `rows` given."""
+    line or less, not split into segments, of unit stride in the 2-D (P, R) `rows` given;
+    its STREAM_ROWS variant where stream (rows_stream) and not split."""
     short = S == 1 and R * itemsize <= LINE and all(
         x.strides[1] == x.itemsize for x in rows if x.size)
-    return kernel + "_short" if short else kernel
+    return kernel + "_short" * short + "_stream" * (stream and S == 1)
 
 
 # --------------------------------------------------------------------------- the contract
@@ -639,8 +651,9 @@ def correlation_vjp(a, b, g, ga, gb):
     parallel, S, QB, nchunks = _plan(a.shape, a.itemsize, writes=True)
     if a.shape[2] == 1:
         rows = (_rows(a), _rows(b), _rows(ga), _rows(gb))
-        launch(_short("rows_vjp", S, a.shape[1], a.itemsize, *rows), parallel, rows[0], rows[1],
-               g[:, 0], rows[2], rows[3], S, nchunks)
+        stream = rows_stream(rows[2], rows[1]) and rows_stream(rows[3], rows[0])
+        launch(_short("rows_vjp", S, a.shape[1], a.itemsize, *rows, stream=stream), parallel,
+               rows[0], rows[1], g[:, 0], rows[2], rows[3], S, nchunks)
     else:
         stream = streams(ga, b) and streams(gb, a)
         launch("strided_vjp", parallel, a, b, g, ga, gb, S, QB, stream, nchunks)
@@ -675,8 +688,9 @@ def _corr_loss_grad(a, b, scale, pos, ga, gb):
     pos = _unwanted(_F64, 1) if pos is None else pos[:, 0]
     ga, gb = (_unwanted(a.dtype, 2),) * 2 if ga is None else (_rows(ga), _rows(gb))
     a, b = _rows(a), _rows(b)
-    return launch(_short("rows_corr_grad", S, R, a.itemsize, a, b, ga, gb), parallel, a, b,
-                  pos, ga, gb, scale, nchunks)
+    stream = ga.size > 0 and rows_stream(ga, b) and rows_stream(gb, a)
+    return launch(_short("rows_corr_grad", S, R, a.itemsize, a, b, ga, gb, stream=stream),
+                  parallel, a, b, pos, ga, gb, scale, nchunks)
 
 
 def product_loss_grad(a, b, scale, pos, ga, gb, total):

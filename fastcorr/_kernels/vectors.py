@@ -27,6 +27,7 @@ changes how the bits reach memory, never the bits.
 """
 
 from llvmlite import ir
+from llvmlite.binding import get_host_cpu_name
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -38,6 +39,11 @@ STREAM_MIN = 8 << 20
 # Runs shorter than this have too many partial lines at their ends (streamed rows of 64
 # floats measured slower than ordinary stores).
 RUN_MIN = 4 << 10
+# Whether the rows kernels stream rows of whole lines (rows_stream). Their fused corr loss and
+# VJP along the last axis, (8, 256, 256, 64) float32, went from 0.7x to 1.1x the triad's
+# bandwidth on an Intel Xeon VM (2 cores, AVX-512) with it; on the AMD EPYC (Zen) VM of
+# earlier measurements it was level or slower, down to 0.8x: not there.
+ROWS_STREAM = not get_host_cpu_name().startswith("znver")
 
 
 @intrinsic
@@ -120,27 +126,32 @@ def line_scale(typingctx, dst, x, w, n):
 
 
 def _product(stream):
-    """An intrinsic store(dst, x, y, like) at byte addresses: *dst = *y * *x in like's dtype,
-    as the ordinary loops compute it. With stream, one whole line at an aligned dst,
-    non-temporal; without, one element, an ordinary store."""
+    """An intrinsic store(dst, x, y, off, like): the element at byte address dst + off <- the
+    one at x + off times the one at y + off, in like's dtype, as the ordinary loops compute it;
+    or times y itself where y is a number (a weight for the whole run). With stream, one whole
+    line at an aligned dst + off, non-temporal; without, one element, an ordinary store."""
     @intrinsic
-    def store(typingctx, dst, x, y, like):
+    def store(typingctx, dst, x, y, off, like):
         size = like.bitwidth // 8
+        weight = isinstance(y, types.Float)
 
         def codegen(context, builder, signature, args):
             ty = context.get_value_type(like)
             if stream:
                 ty = ir.VectorType(ty, LINE // size)
-            ptr = lambda addr: builder.inttoptr(addr, ty.as_pointer())
-            value = builder.fmul(builder.load(ptr(args[2]), align=size),
-                                 builder.load(ptr(args[1]), align=size))
+            ptr = lambda addr: builder.inttoptr(builder.add(addr, args[3]), ty.as_pointer())
+            if weight:
+                yv = _splat(builder, args[2], ty) if stream else args[2]
+            else:
+                yv = builder.load(ptr(args[2]), align=size)
+            value = builder.fmul(yv, builder.load(ptr(args[1]), align=size))
             st = builder.store(value, ptr(args[0]), align=LINE if stream else size)
             if stream:
                 st.set_metadata("nontemporal", builder.module.add_metadata(
                     [ir.Constant(ir.IntType(32), 1)]))
             return context.get_dummy_value()
 
-        return types.void(types.intp, types.intp, types.intp, like), codegen
+        return types.void(types.intp, types.intp, y, types.intp, like), codegen
 
     return store
 
@@ -160,18 +171,18 @@ def _size(typingctx, like):
 @njit(inline="always", nogil=True, error_model="numpy")
 def run_product(start, x, y, n, like):
     """n elements from byte address start <- those at the same offsets from x times those
-    from y, in like's dtype: whole lines streamed, the partial lines at either end stored the
-    ordinary way."""
+    from y (or times y, a number), in like's dtype: whole lines streamed, the partial lines
+    at either end stored the ordinary way."""
     size = _size(like)
     end = start + n * size
     first = min(end, start + (-start) % LINE)
     last = first + (end - first) // LINE * LINE
     for d in range(start, first, size):
-        _put(d, x + (d - start), y + (d - start), like)
+        _put(start, x, y, d - start, like)
     for d in range(first, last, LINE):
-        _line(d, x + (d - start), y + (d - start), like)
+        _line(start, x, y, d - start, like)
     for d in range(last, end, size):
-        _put(d, x + (d - start), y + (d - start), like)
+        _put(start, x, y, d - start, like)
 
 
 def streams(g, x):
@@ -181,3 +192,14 @@ def streams(g, x):
     return (g is not None and g.nbytes >= STREAM_MIN and g.flags.c_contiguous
             and x.flags.c_contiguous and g.shape[-1] * g.itemsize >= RUN_MIN
             and g.ctypes.data % g.itemsize == 0)
+
+
+def rows_stream(g, x):
+    """Whether the rows kernels stream the rows of g (P, R) computed from x (P, R): large rows
+    of whole lines, each starting a line (so that no line is written both ways: fastcorr's
+    fresh outputs start on one, NumPy's large arrays 16 bytes past one); x's rows of unit
+    stride. The kernels that take them are not split into segments of rows."""
+    size = g.itemsize
+    return (ROWS_STREAM and g.nbytes >= STREAM_MIN and g.strides == (g.shape[1] * size, size)
+            and g.shape[1] * size % LINE == 0 and g.ctypes.data % LINE == 0
+            and x.strides[1] == size)
