@@ -110,7 +110,7 @@ def test_streamed_rows_are_the_ordinary_bits(C, func, dtype, monkeypatch):
     for streamed in (False, True):
         decisions = []
         monkeypatch.setattr(stream, "STREAM_MIN", 0)
-        monkeypatch.setattr(stream, "ROWS_STREAM", streamed)
+        monkeypatch.setattr(stream, "STREAM_MORE", streamed)
         monkeypatch.setattr(cpu, "rows_stream",
                             lambda g, x: decisions.append(stream.rows_stream(g, x)) or
                             decisions[-1])
@@ -131,8 +131,35 @@ def test_streamed_rows_are_the_ordinary_bits(C, func, dtype, monkeypatch):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 37, 97, 33), (3, 9, 5000), (1, 65536 + 7)])
+def test_streamed_product_gradients_are_the_ordinary_bits(shape, dtype, monkeypatch):
+    """The product loss's gradients, one long row in segments, streamed at every alignment."""
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal(shape).astype(dtype)
+    b = rng.standard_normal(shape).astype(dtype)
+    for shift in range(0, 16, 3):
+        results = []
+        for streamed in (False, True):
+            monkeypatch.setattr(stream, "STREAM_MIN", 0)
+            monkeypatch.setattr(cpu, "STREAM_MORE", streamed)
+            names = []
+            launch = cpu.launch
+            monkeypatch.setattr(cpu, "launch", lambda name, *args: names.append(name) or
+                                launch(name, *args))
+            results.append(run("product_loss_and_grad", a, b, -1, shift))
+            monkeypatch.undo()
+            assert names == ["rows_product_stream" if streamed else "rows_product"]
+        (want, wbufs), (got, gbufs) = results
+        assert got == want
+        for x, y in zip(gbufs, wbufs):
+            np.testing.assert_array_equal(x, y)  # NaN where nothing may be written
+        np.testing.assert_allclose(gbufs[0][shift:shift + a.size].reshape(shape),
+                                   reference.product_loss_and_grad(a, b, -1)[1], rtol=1e-6)
+
+
 def test_only_rows_of_whole_aligned_lines_stream(monkeypatch):
-    monkeypatch.setattr(stream, "ROWS_STREAM", True)
+    monkeypatch.setattr(stream, "STREAM_MORE", True)
     (g, _), _ = aligned_outputs((stream.STREAM_MIN // 64, 16), np.float32)
     assert stream.rows_stream(g, g)
     assert not stream.rows_stream(g[:-1], g[:-1])  # below the threshold
@@ -141,7 +168,7 @@ def test_only_rows_of_whole_aligned_lines_stream(monkeypatch):
     shifted = np.empty(g.size + 16, np.float32)[1:g.size + 1].reshape(g.shape)
     assert not stream.rows_stream(shifted, g)  # rows 4 bytes past a line
     assert not stream.rows_stream(g, g[:, ::-1])  # input rows not of unit stride
-    monkeypatch.setattr(stream, "ROWS_STREAM", False)
+    monkeypatch.setattr(stream, "STREAM_MORE", False)
     assert not stream.rows_stream(g, g)
 
 

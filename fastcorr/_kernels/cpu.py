@@ -32,7 +32,8 @@ import numpy as np
 from numba import njit, typeof
 
 from . import threads
-from .vectors import LINE, address, line_dot, line_scale, rows_stream, run_product, streams
+from .vectors import (LINE, STREAM_MORE, address, line_dot, line_scale, rows_stream, run_product,
+                      run_square, streams)
 
 # reassoc lets LLVM vectorise the blocked float sums; contract allows fused multiply-adds.
 # Both change results only by float rounding; nothing here assumes finite values, so NaN and
@@ -384,7 +385,14 @@ def rows_product(a, b, pos, ga, gb, scale, S, sums, comps, c0, c1, nchunks):
         e = 0.0
         for t in range(lo, hi):
             p, k, r0, r1 = _segment(t, S, seg, R)
-            if ga.size:
+            if ga.size and STREAM_ROWS:  # one long row, its segments streamed whole
+                v = _sq(a[p, r0:r1], b[p, r0:r1])  # the bits of _sq_grad's sum
+                off = r0 * a.itemsize
+                xa = address(a) + p * a.strides[0] + off
+                xb = address(b) + p * b.strides[0] + off
+                run_square(address(ga) + p * ga.strides[0] + off, xa, xb, r1 - r0, w)
+                run_square(address(gb) + p * gb.strides[0] + off, xb, xa, r1 - r0, w)
+            elif ga.size:
                 v = _sq_grad(a[p, r0:r1], b[p, r0:r1], ga[p, r0:r1], gb[p, r0:r1], w)
             else:
                 v = _sq(a[p, r0:r1], b[p, r0:r1])
@@ -523,6 +531,7 @@ register(
     rows_product,
     rows_vjp,
     _variant(rows_dot, "SHORT_ROWS"),
+    _variant(rows_product, "STREAM_ROWS"),
     *(_variant(fn, *flags) for fn in (rows_corr_grad, rows_vjp)
       for flags in (("SHORT_ROWS",), ("STREAM_ROWS",), ("SHORT_ROWS", "STREAM_ROWS"))),
     strided_dot,
@@ -721,9 +730,12 @@ def _product_loss_grad(a, b, scale, pos, ga, gb):
         loss = launch("strided_product", parallel, a, b, part, ga, gb, scale, S, QB, nchunks)
     else:
         rpart = _unwanted(_F64, 2) if part is None else _rows(part)
+        a, b = _rows(a), _rows(b)
         ga, gb = (_unwanted(a.dtype, 2),) * 2 if ga is None else (_rows(ga), _rows(gb))
-        loss = launch("rows_product", parallel, _rows(a), _rows(b), rpart, ga, gb, scale, S,
-                       nchunks)
+        # one long row (the flat case above) streams at any alignment: segments of FLAT_RUN
+        stream = P == 1 and ga.size > 0 and STREAM_MORE and streams(ga, b) and streams(gb, a)
+        loss = launch("rows_product_stream" if stream else "rows_product", parallel, a, b,
+                      rpart, ga, gb, scale, S, nchunks)
     if pos is not None:
         np.sum(part, axis=1, out=pos)
     return loss

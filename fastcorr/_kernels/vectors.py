@@ -39,11 +39,12 @@ STREAM_MIN = 8 << 20
 # Runs shorter than this have too many partial lines at their ends (streamed rows of 64
 # floats measured slower than ordinary stores).
 RUN_MIN = 4 << 10
-# Whether the rows kernels stream rows of whole lines (rows_stream). Their fused corr loss and
-# VJP along the last axis, (8, 256, 256, 64) float32, went from 0.7x to 1.1x the triad's
-# bandwidth on an Intel Xeon VM (2 cores, AVX-512) with it; on the AMD EPYC (Zen) VM of
-# earlier measurements it was level or slower, down to 0.8x: not there.
-ROWS_STREAM = not get_host_cpu_name().startswith("znver")
+# Whether the rows kernels (rows_stream) and the product loss stream too, not only the strided
+# kernels. At (8, 256, 256, 64) float32 on an Intel Xeon VM (2 cores, AVX-512) it took the
+# fused corr loss and the VJP along the last axis from 0.7x to 1.1x the triad's bandwidth,
+# and the product loss with gradients from 0.65x to 0.87x; on the AMD EPYC (Zen) VM of
+# earlier measurements they were level or slower, down to 0.8x: not there.
+STREAM_MORE = not get_host_cpu_name().startswith("znver")
 
 
 @intrinsic
@@ -125,11 +126,12 @@ def line_scale(typingctx, dst, x, w, n):
     return types.void(types.intp, types.intp, w, types.intp), codegen
 
 
-def _product(stream):
+def _product(stream, square=False):
     """An intrinsic store(dst, x, y, off, like): the element at byte address dst + off <- the
     one at x + off times the one at y + off, in like's dtype, as the ordinary loops compute it;
-    or times y itself where y is a number (a weight for the whole run). With stream, one whole
-    line at an aligned dst + off, non-temporal; without, one element, an ordinary store."""
+    or times y itself where y is a number (a weight for the whole run). With square, like is
+    the product loss's scale and the element its gradient (like * (x*y)) * y. With stream, one
+    whole line at an aligned dst + off, non-temporal; without, one element, an ordinary store."""
     @intrinsic
     def store(typingctx, dst, x, y, off, like):
         size = like.bitwidth // 8
@@ -144,7 +146,12 @@ def _product(stream):
                 yv = _splat(builder, args[2], ty) if stream else args[2]
             else:
                 yv = builder.load(ptr(args[2]), align=size)
-            value = builder.fmul(yv, builder.load(ptr(args[1]), align=size))
+            xv = builder.load(ptr(args[1]), align=size)
+            if square:
+                scale = _splat(builder, args[4], ty) if stream else args[4]
+                value = builder.fmul(builder.fmul(scale, builder.fmul(xv, yv)), yv)
+            else:
+                value = builder.fmul(yv, xv)
             st = builder.store(value, ptr(args[0]), align=LINE if stream else size)
             if stream:
                 st.set_metadata("nontemporal", builder.module.add_metadata(
@@ -156,9 +163,6 @@ def _product(stream):
     return store
 
 
-_put, _line = _product(False), _product(True)
-
-
 @intrinsic
 def _size(typingctx, like):
     """The size in bytes of like's type."""
@@ -168,21 +172,31 @@ def _size(typingctx, like):
     return types.intp(like), codegen
 
 
-@njit(inline="always", nogil=True, error_model="numpy")
-def run_product(start, x, y, n, like):
-    """n elements from byte address start <- those at the same offsets from x times those
-    from y (or times y, a number), in like's dtype: whole lines streamed, the partial lines
-    at either end stored the ordinary way."""
-    size = _size(like)
-    end = start + n * size
-    first = min(end, start + (-start) % LINE)
-    last = first + (end - first) // LINE * LINE
-    for d in range(start, first, size):
-        _put(start, x, y, d - start, like)
-    for d in range(first, last, LINE):
-        _line(start, x, y, d - start, like)
-    for d in range(last, end, size):
-        _put(start, x, y, d - start, like)
+def _run(square):
+    put, line = _product(False, square), _product(True, square)
+
+    @njit(inline="always", nogil=True, error_model="numpy")
+    def run(start, x, y, n, like):
+        size = _size(like)
+        end = start + n * size
+        first = min(end, start + (-start) % LINE)
+        last = first + (end - first) // LINE * LINE
+        for d in range(start, first, size):
+            put(start, x, y, d - start, like)
+        for d in range(first, last, LINE):
+            line(start, x, y, d - start, like)
+        for d in range(last, end, size):
+            put(start, x, y, d - start, like)
+
+    return run
+
+
+# n elements from byte address start <- those at the same offsets from x times those from y
+# (or times y, a number), in like's dtype: whole lines streamed, the partial lines at either
+# end stored the ordinary way.
+run_product = _run(False)
+# The same, of the product loss's gradient (like * (x*y)) * y, like its scale.
+run_square = _run(True)
 
 
 def streams(g, x):
@@ -200,6 +214,6 @@ def rows_stream(g, x):
     fresh outputs start on one, NumPy's large arrays 16 bytes past one); x's rows of unit
     stride. The kernels that take them are not split into segments of rows."""
     size = g.itemsize
-    return (ROWS_STREAM and g.nbytes >= STREAM_MIN and g.strides == (g.shape[1] * size, size)
+    return (STREAM_MORE and g.nbytes >= STREAM_MIN and g.strides == (g.shape[1] * size, size)
             and g.shape[1] * size % LINE == 0 and g.ctypes.data % LINE == 0
             and x.strides[1] == size)
