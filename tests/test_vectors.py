@@ -87,48 +87,35 @@ def test_streamed_gradients_match_the_reference(shape, axis, func, monkeypatch):
     np.testing.assert_allclose(gb, want[2], rtol=1e-13, atol=1e-13)
 
 
-def aligned_outputs(shape, dtype):
-    """Two gradient outputs starting on a 64-byte line inside NaN-filled buffers."""
-    n = int(np.prod(shape))
-    size = np.dtype(dtype).itemsize
-    bufs = [np.full(n + 2 * stream.LINE // size, np.nan, dtype) for _ in range(2)]
-    start = [-buf.ctypes.data % stream.LINE // size or stream.LINE // size for buf in bufs]
-    return [buf[k:k + n].reshape(shape) for buf, k in zip(bufs, start)], bufs
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("func", ["corr_loss_and_grad", "correlation_vjp"])
 @pytest.mark.parametrize("C", [8, 16, 24, 32, 64, 80])
 def test_streamed_rows_are_the_ordinary_bits(C, func, dtype, monkeypatch):
-    """Rows of whole lines on aligned outputs stream along the last axis: the bits of the
-    ordinary rows kernels, and nothing written outside the outputs."""
+    """Rows of whole lines stream along the last axis at every alignment of the outputs (the
+    lines two rows share, in chunks of the problem and across them; the corr loss's rows of
+    under four lines only where they start on a line): the bits of the ordinary rows
+    kernels, and nothing written outside the outputs."""
     rng = np.random.default_rng(C)
-    a = rng.standard_normal((3, 5, 7, C)).astype(dtype)
-    b = rng.standard_normal((3, 5, 7, C)).astype(dtype)
-    g = np.sum(a * b, axis=-1)
-    results = []
-    for streamed in (False, True):
-        decisions = []
-        monkeypatch.setattr(stream, "STREAM_MIN", 0)
-        monkeypatch.setattr(stream, "STREAM_MORE", streamed)
-        monkeypatch.setattr(cpu, "rows_stream",
-                            lambda g, x: decisions.append(stream.rows_stream(g, x)) or
-                            decisions[-1])
-        out, bufs = aligned_outputs(a.shape, dtype)
-        if func == "correlation_vjp":
-            loss = fastcorr.correlation_vjp(a, b, g, out=out)[0].sum()
-        else:
-            loss = fastcorr.corr_loss_and_grad(a, b, out=out)[0]
-        monkeypatch.undo()
-        whole_lines = C * np.dtype(dtype).itemsize % stream.LINE == 0
-        assert decisions and all(decisions) == (streamed and whole_lines)
-        for buf in bufs:  # nothing written outside the outputs, which hold no NaN
-            assert np.isnan(buf).sum() == buf.size - a.size
-        results.append((loss, out))
-    (want, wout), (got, gout) = results
-    assert got == want
-    for x, y in zip(gout, wout):
-        np.testing.assert_array_equal(x, y)
+    shape = (4, 32, 32, C)  # chunks of the parallel plan
+    a = rng.standard_normal(shape).astype(dtype)
+    b = rng.standard_normal(shape).astype(dtype)
+    whole_lines = C * np.dtype(dtype).itemsize % stream.LINE == 0
+    for shift in range(0, 16, 3):
+        results = []
+        for streamed in (False, True):
+            decisions = []
+            monkeypatch.setattr(stream, "STREAM_MIN", 0)
+            monkeypatch.setattr(stream, "STREAM_MORE", streamed)
+            monkeypatch.setattr(cpu, "rows_stream",
+                                lambda g, x: decisions.append(stream.rows_stream(g, x)) or
+                                decisions[-1])
+            results.append(run(func, a, b, -1, shift))
+            monkeypatch.undo()
+            assert decisions and all(decisions) == (streamed and whole_lines)
+        (want, wbufs), (got, gbufs) = results
+        assert got == want
+        for x, y in zip(gbufs, wbufs):
+            np.testing.assert_array_equal(x, y)  # NaN where nothing may be written
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -158,16 +145,17 @@ def test_streamed_product_gradients_are_the_ordinary_bits(shape, dtype, monkeypa
                                    reference.product_loss_and_grad(a, b, -1)[1], rtol=1e-6)
 
 
-def test_only_rows_of_whole_aligned_lines_stream(monkeypatch):
+def test_only_large_contiguous_rows_of_whole_lines_stream(monkeypatch):
     monkeypatch.setattr(stream, "STREAM_MORE", True)
-    (g, _), _ = aligned_outputs((stream.STREAM_MIN // 64, 16), np.float32)
+    g = np.empty((stream.STREAM_MIN // 64 + 1, 16), np.float32)[1:]
     assert stream.rows_stream(g, g)
-    assert not stream.rows_stream(g[:-1], g[:-1])  # below the threshold
-    (h, _), _ = aligned_outputs((stream.STREAM_MIN // 48 + 1, 12), np.float32)
+    assert stream.rows_stream(g[:, ::-1][:, ::-1], g)  # anywhere in a line
+    assert not stream.rows_stream(g[1:], g[1:])  # below the threshold
+    h = np.empty((stream.STREAM_MIN // 48 + 1, 12), np.float32)
     assert not stream.rows_stream(h, h)  # rows of 48 bytes
-    shifted = np.empty(g.size + 16, np.float32)[1:g.size + 1].reshape(g.shape)
-    assert not stream.rows_stream(shifted, g)  # rows 4 bytes past a line
-    assert not stream.rows_stream(g, g[:, ::-1])  # input rows not of unit stride
+    wide = np.empty((g.shape[0], 32), np.float32)
+    assert not stream.rows_stream(g, wide[:, :16])  # input rows laid out otherwise
+    assert not stream.rows_stream(wide[:, :16], g)  # gaps between the rows
     monkeypatch.setattr(stream, "STREAM_MORE", False)
     assert not stream.rows_stream(g, g)
 

@@ -32,8 +32,8 @@ import numpy as np
 from numba import njit, typeof
 
 from . import threads
-from .vectors import (LINE, STREAM_MORE, address, line_dot, line_scale, rows_stream, run_product,
-                      run_square, streams)
+from .vectors import (LINE, STREAM_MORE, address, line_dot, line_scale, line_straddle,
+                      rows_stream, run_product, run_square, streams)
 
 # reassoc lets LLVM vectorise the blocked float sums; contract allows fused multiply-adds.
 # Both change results only by float rounding; nothing here assumes finite values, so NaN and
@@ -62,6 +62,11 @@ SHORT_ROWS = False
 # written with streaming stores (vectors.py): 1.5x the fused corr loss's bandwidth along the
 # last axis on an Intel Xeon VM, where write-allocate made it a third of the memory traffic.
 STREAM_ROWS = False
+# Fixed True in the fused corr loss's "_shared" variants, which stream rows that start inside
+# a line (NumPy's large arrays start 16 bytes past one): the lines two rows share take more
+# work a row. In the kernel of the rows that do not, that loop, though it never ran, made
+# the loop that did 1.6-2.2x slower (LLVM compiles the kernel as a whole).
+SHARED_LINES = False
 # Rows this short (bytes) or shorter store their gradients with the scalar loop even then:
 # masked stores cost more than four scalar ones (the fused corr loss at C = 3 and 4 float32
 # measured 0.9x with them, 1.15-1.45x without).
@@ -236,19 +241,46 @@ def _row_dot(a, b, p, line):
 
 
 @njit(**INLINE)
-def _row_scaled(w, a, b, ga, gb, p, line, stream):
-    """_scaled of row p; with stream, whole lines of streaming stores (rows_stream); else
-    with line, as one masked vector each (rows above MASKED_STORE_MIN bytes)."""
-    if stream:
-        R = a.shape[1]
-        run_product(address(ga) + p * ga.strides[0], address(b) + p * b.strides[0], w, R, w)
-        run_product(address(gb) + p * gb.strides[0], address(a) + p * a.strides[0], w, R, w)
-    elif line and a.shape[1] * a.itemsize > MASKED_STORE_MIN:
+def _row_scaled(w, a, b, ga, gb, p, line):
+    """_scaled of row p; with line, as one masked vector each (rows above MASKED_STORE_MIN
+    bytes)."""
+    if line and a.shape[1] * a.itemsize > MASKED_STORE_MIN:
         R = a.shape[1]
         line_scale(address(ga) + p * ga.strides[0], address(b) + p * b.strides[0], w, R)
         line_scale(address(gb) + p * gb.strides[0], address(a) + p * a.strides[0], w, R)
     else:
         _scaled(w, a[p], b[p], ga[p], gb[p])
+
+
+@njit(**INLINE)
+def _lead(g, lo):
+    """(lead, tail) for _stream_row: the elements of row lo (of every row) before its first
+    line boundary, and those after its last. Once a chunk: a division a row cost rows of one
+    line half their speed."""
+    lead = (-(address(g) + lo * g.strides[0]) % LINE) // g.itemsize
+    return lead, (LINE // g.itemsize - lead) % (LINE // g.itemsize)
+
+
+@njit(**INLINE)
+def _stream_row(g, x, p, w, wprev, first, last, lead, tail):
+    """Row p of g <- w * row p of x, in streaming stores, for contiguous rows of whole lines
+    laid out alike (rows_stream), starting anywhere in a line (_lead). The line that row p
+    shares with row p - 1 is written with row p, wprev in its first lanes; the first row's
+    head and the last row's tail, whose lines the next chunks' rows share, are ordinary."""
+    R = g.shape[1]
+    size = g.itemsize
+    dst = address(g) + p * g.strides[0]
+    src = address(x) + p * g.strides[0]
+    if lead == 0:
+        run_product(dst, src, w, R, w)
+        return
+    if first:
+        run_product(dst, src, w, lead, w)
+    else:
+        line_straddle(dst - tail * size, src - tail * size, wprev, w, tail)
+    run_product(dst + lead * size, src + lead * size, w, R - lead - tail, w)
+    if last:
+        run_product(dst + (R - tail) * size, src + (R - tail) * size, w, tail, w)
 
 
 @njit(**INLINE)
@@ -361,17 +393,56 @@ def rows_corr_grad(a, b, pos, ga, gb, scale, sums, comps, c0, c1, nchunks):
     P, R = a.shape
     for c in range(c0, c1):
         lo, hi = bounds(c, nchunks, P)
-        s = 0.0
-        e = 0.0
-        for p in range(lo, hi):
-            d = _row_dot(a, b, p, SHORT_ROWS)
-            if pos.size:
-                pos[p] = d
-            if ga.size:
-                _row_scaled(a.dtype.type(scale * d), a, b, ga, gb, p, SHORT_ROWS, STREAM_ROWS)
-            s, e = neumaier(s, e, 0.5 * d * d)
+        if SHARED_LINES:
+            s, e = _corr_rows_straddled(a, b, pos, ga, gb, scale, lo, hi)
+        else:
+            s, e = _corr_rows(a, b, pos, ga, gb, scale, lo, hi, SHORT_ROWS, STREAM_ROWS)
         sums[c] = s
         comps[c] = e
+
+
+@njit(**INLINE)
+def _corr_rows(a, b, pos, ga, gb, scale, lo, hi, line, stream):
+    """Rows [lo, hi) of rows_corr_grad: (loss sum, compensation). With stream, the gradients'
+    rows start on a line."""
+    R = a.shape[1]
+    s = 0.0
+    e = 0.0
+    for p in range(lo, hi):
+        d = _row_dot(a, b, p, line)
+        if pos.size:
+            pos[p] = d
+        if ga.size:
+            w = a.dtype.type(scale * d)
+            if stream:
+                run_product(address(ga) + p * ga.strides[0], address(b) + p * b.strides[0], w,
+                            R, w)
+                run_product(address(gb) + p * gb.strides[0], address(a) + p * a.strides[0], w,
+                            R, w)
+            else:
+                _row_scaled(w, a, b, ga, gb, p, line)
+        s, e = neumaier(s, e, 0.5 * d * d)
+    return s, e
+
+
+@njit(**INLINE)
+def _corr_rows_straddled(a, b, pos, ga, gb, scale, lo, hi):
+    """_corr_rows streaming rows that start inside a line (SHARED_LINES)."""
+    alead, atail = _lead(ga, lo)
+    blead, btail = _lead(gb, lo)
+    s = 0.0
+    e = 0.0
+    wprev = a.dtype.type(0)
+    for p in range(lo, hi):
+        d = _row_dot(a, b, p, SHORT_ROWS)
+        if pos.size:
+            pos[p] = d
+        w = a.dtype.type(scale * d)
+        _stream_row(ga, b, p, w, wprev, p == lo, p == hi - 1, alead, atail)
+        _stream_row(gb, a, p, w, wprev, p == lo, p == hi - 1, blead, btail)
+        wprev = w
+        s, e = neumaier(s, e, 0.5 * d * d)
+    return s, e
 
 
 def rows_product(a, b, pos, ga, gb, scale, S, sums, comps, c0, c1, nchunks):
@@ -409,10 +480,17 @@ def rows_vjp(a, b, g, ga, gb, S, sums, comps, c0, c1, nchunks):
     seg = -(-R // S)
     for c in range(c0, c1):
         lo, hi = bounds(c, nchunks, P * S)
+        if STREAM_ROWS:
+            alead, atail = _lead(ga, lo)
+            blead, btail = _lead(gb, lo)
         for t in range(lo, hi):
             p, _, r0, r1 = _segment(t, S, seg, R)
-            if SHORT_ROWS or STREAM_ROWS:  # S == 1
-                _row_scaled(a.dtype.type(g[p]), a, b, ga, gb, p, SHORT_ROWS, STREAM_ROWS)
+            if STREAM_ROWS:  # S == 1
+                w, wprev = a.dtype.type(g[p]), a.dtype.type(g[max(p - 1, 0)])
+                _stream_row(ga, b, p, w, wprev, t == lo, t == hi - 1, alead, atail)
+                _stream_row(gb, a, p, w, wprev, t == lo, t == hi - 1, blead, btail)
+            elif SHORT_ROWS:  # S == 1
+                _row_scaled(a.dtype.type(g[p]), a, b, ga, gb, p, True)
             else:
                 _scaled(a.dtype.type(g[p]), a[p, r0:r1], b[p, r0:r1], ga[p, r0:r1],
                         gb[p, r0:r1])
@@ -534,6 +612,7 @@ register(
     _variant(rows_product, "STREAM_ROWS"),
     *(_variant(fn, *flags) for fn in (rows_corr_grad, rows_vjp)
       for flags in (("SHORT_ROWS",), ("STREAM_ROWS",), ("SHORT_ROWS", "STREAM_ROWS"))),
+    _variant(rows_corr_grad, "STREAM_ROWS", "SHARED_LINES"),
     strided_dot,
     strided_corr_grad,
     strided_product,
@@ -605,13 +684,15 @@ def _rows(x):
     return x[:, :, 0]
 
 
-def _short(kernel, S, R, itemsize, *rows, stream=False):
+def _short(kernel, S, R, itemsize, *rows, stream=False, shared=False):
     """The rows kernel for rows of R elements: its SHORT_ROWS variant for rows of one cache
     line or less, not split into segments, of unit stride in the 2-D (P, R) `rows` given;
-    its STREAM_ROWS variant where stream (rows_stream) and not split."""
+    its STREAM_ROWS variant where stream (rows_stream) and not split, SHARED_LINES where
+    shared too (the rows start inside a line)."""
     short = S == 1 and R * itemsize <= LINE and all(
         x.strides[1] == x.itemsize for x in rows if x.size)
-    return kernel + "_short" * short + "_stream" * (stream and S == 1)
+    stream = stream and S == 1
+    return kernel + "_short" * short + "_stream" * stream + "_shared" * (stream and shared)
 
 
 # --------------------------------------------------------------------------- the contract
@@ -698,8 +779,14 @@ def _corr_loss_grad(a, b, scale, pos, ga, gb):
     ga, gb = (_unwanted(a.dtype, 2),) * 2 if ga is None else (_rows(ga), _rows(gb))
     a, b = _rows(a), _rows(b)
     stream = ga.size > 0 and rows_stream(ga, b) and rows_stream(gb, a)
-    return launch(_short("rows_corr_grad", S, R, a.itemsize, a, b, ga, gb, stream=stream),
-                  parallel, a, b, pos, ga, gb, scale, nchunks)
+    shared = bool(ga.ctypes.data % LINE or gb.ctypes.data % LINE)
+    # Rows that start inside a line cost more work a row (the lines they share); below four
+    # lines a row that outweighed the streaming (C = 32 float32: 0.8x the ordinary stores,
+    # C = 64: 1.2x, Intel Xeon VM), and the one-line rows' dot products in that kernel
+    # rounded differently from the ordinary kernel's, in the last bit.
+    stream = stream and not (shared and R * a.itemsize < 4 * LINE)
+    return launch(_short("rows_corr_grad", S, R, a.itemsize, a, b, ga, gb, stream=stream,
+                         shared=shared), parallel, a, b, pos, ga, gb, scale, nchunks)
 
 
 def product_loss_grad(a, b, scale, pos, ga, gb, total):

@@ -126,6 +126,26 @@ def line_scale(typingctx, dst, x, w, n):
     return types.void(types.intp, types.intp, w, types.intp), codegen
 
 
+@intrinsic
+def line_straddle(typingctx, dst, x, w0, w1, k):
+    """The line at aligned byte address dst <- w0 times the elements at x for its first k
+    lanes, w1 times them for the rest: the line two rows share, each with its own weight;
+    one non-temporal store."""
+    def codegen(context, builder, signature, args):
+        t = context.get_value_type(w0)
+        lanes, first = _lanes(builder, w0, args[4])
+        vt = ir.VectorType(t, lanes)
+        xv = builder.load(builder.inttoptr(args[1], vt.as_pointer()), align=w0.bitwidth // 8)
+        wv = builder.select(first, _splat(builder, args[2], vt), _splat(builder, args[3], vt))
+        st = builder.store(builder.fmul(wv, xv), builder.inttoptr(args[0], vt.as_pointer()),
+                           align=LINE)
+        st.set_metadata("nontemporal", builder.module.add_metadata(
+            [ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return types.void(types.intp, types.intp, w0, w0, types.intp), codegen
+
+
 def _product(stream, square=False):
     """An intrinsic store(dst, x, y, off, like): the element at byte address dst + off <- the
     one at x + off times the one at y + off, in like's dtype, as the ordinary loops compute it;
@@ -209,11 +229,11 @@ def streams(g, x):
 
 
 def rows_stream(g, x):
-    """Whether the rows kernels stream the rows of g (P, R) computed from x (P, R): large rows
-    of whole lines, each starting a line (so that no line is written both ways: fastcorr's
-    fresh outputs start on one, NumPy's large arrays 16 bytes past one); x's rows of unit
-    stride. The kernels that take them are not split into segments of rows."""
+    """Whether the rows kernels stream the rows of g (P, R) computed from x (P, R): large,
+    contiguous rows of whole lines (each row then starts at the same place in a line, and
+    the line two rows share is written with the second, cpu._stream_row), x laid out alike.
+    The kernels that take them are not split into segments of rows."""
     size = g.itemsize
     return (STREAM_MORE and g.nbytes >= STREAM_MIN and g.strides == (g.shape[1] * size, size)
-            and g.shape[1] * size % LINE == 0 and g.ctypes.data % LINE == 0
-            and x.strides[1] == size)
+            and g.shape[1] * size % LINE == 0 and g.ctypes.data % size == 0
+            and x.strides == g.strides)
