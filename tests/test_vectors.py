@@ -5,6 +5,8 @@ as from the launchers. Streaming stores: the same bits as the ordinary stores, a
 alignment of the outputs, and the values of the reference (the size threshold is lowered so
 that small arrays stream)."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -105,7 +107,7 @@ def test_streamed_rows_are_the_ordinary_bits(C, func, dtype, monkeypatch):
         for streamed in (False, True):
             decisions = []
             monkeypatch.setattr(stream, "STREAM_MIN", 0)
-            monkeypatch.setattr(stream, "STREAM_MORE", streamed)
+            monkeypatch.setattr(stream, "STREAM_MORE_MIN", 0 if streamed else sys.maxsize)
             monkeypatch.setattr(cpu, "rows_stream",
                                 lambda g, x: decisions.append(stream.rows_stream(g, x)) or
                                 decisions[-1])
@@ -129,7 +131,7 @@ def test_streamed_product_gradients_are_the_ordinary_bits(shape, dtype, monkeypa
         results = []
         for streamed in (False, True):
             monkeypatch.setattr(stream, "STREAM_MIN", 0)
-            monkeypatch.setattr(cpu, "STREAM_MORE", streamed)
+            monkeypatch.setattr(stream, "STREAM_MORE_MIN", 0 if streamed else sys.maxsize)
             names = []
             launch = cpu.launch
             monkeypatch.setattr(cpu, "launch", lambda name, *args: names.append(name) or
@@ -146,7 +148,7 @@ def test_streamed_product_gradients_are_the_ordinary_bits(shape, dtype, monkeypa
 
 
 def test_only_large_contiguous_rows_of_whole_lines_stream(monkeypatch):
-    monkeypatch.setattr(stream, "STREAM_MORE", True)
+    monkeypatch.setattr(stream, "STREAM_MORE_MIN", stream.STREAM_MIN)
     g = np.empty((stream.STREAM_MIN // 64 + 1, 16), np.float32)[1:]
     assert stream.rows_stream(g, g)
     assert stream.rows_stream(g[:, ::-1][:, ::-1], g)  # anywhere in a line
@@ -156,8 +158,9 @@ def test_only_large_contiguous_rows_of_whole_lines_stream(monkeypatch):
     wide = np.empty((g.shape[0], 32), np.float32)
     assert not stream.rows_stream(g, wide[:, :16])  # input rows laid out otherwise
     assert not stream.rows_stream(wide[:, :16], g)  # gaps between the rows
-    monkeypatch.setattr(stream, "STREAM_MORE", False)
+    monkeypatch.setattr(stream, "STREAM_MORE_MIN", sys.maxsize)
     assert not stream.rows_stream(g, g)
+    assert not stream.more_streams(g, g)
 
 
 def test_only_large_contiguous_outputs_stream():
@@ -257,3 +260,14 @@ def test_strided_short_rows_take_the_ordinary_kernels(monkeypatch):
     np.testing.assert_allclose(loss, want[0], rtol=1e-5)
     np.testing.assert_allclose(ga, want[1], rtol=1e-5, atol=1e-5)
     assert names and not any(n.endswith("_short") for n in names)
+
+
+@pytest.mark.parametrize("size, want", [("491520K", 480 << 20), ("32M", 32 << 20),
+                                        ("1048576", 1 << 20), ("lots", 0)])
+def test_the_level_3_cache_size_is_read_from_sysfs(size, want, tmp_path):
+    for index, (level, sz) in enumerate([("1", "48K"), ("2", "2048K"), ("3", size)]):
+        (tmp_path / f"index{index}").mkdir()
+        (tmp_path / f"index{index}" / "level").write_text(level + "\n")
+        (tmp_path / f"index{index}" / "size").write_text(sz + "\n")
+    assert stream._l3_bytes(str(tmp_path)) == want
+    assert stream._l3_bytes(str(tmp_path / "absent")) == 0

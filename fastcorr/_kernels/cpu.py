@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit, typeof
 
 from . import threads
-from .vectors import (LINE, STREAM_MORE, address, line_dot, line_scale, line_straddle,
+from .vectors import (LINE, address, line_dot, line_scale, line_straddle, more_streams,
                       rows_stream, run_product, run_square, streams)
 
 # reassoc lets LLVM vectorise the blocked float sums; contract allows fused multiply-adds.
@@ -610,9 +610,10 @@ register(
     rows_vjp,
     _variant(rows_dot, "SHORT_ROWS"),
     _variant(rows_product, "STREAM_ROWS"),
-    *(_variant(fn, *flags) for fn in (rows_corr_grad, rows_vjp)
+    *(_variant(rows_vjp, *flags)
       for flags in (("SHORT_ROWS",), ("STREAM_ROWS",), ("SHORT_ROWS", "STREAM_ROWS"))),
-    _variant(rows_corr_grad, "STREAM_ROWS", "SHARED_LINES"),
+    *(_variant(rows_corr_grad, *flags)
+      for flags in (("SHORT_ROWS",), ("STREAM_ROWS",), ("STREAM_ROWS", "SHARED_LINES"))),
     strided_dot,
     strided_corr_grad,
     strided_product,
@@ -780,11 +781,11 @@ def _corr_loss_grad(a, b, scale, pos, ga, gb):
     a, b = _rows(a), _rows(b)
     stream = ga.size > 0 and rows_stream(ga, b) and rows_stream(gb, a)
     shared = bool(ga.ctypes.data % LINE or gb.ctypes.data % LINE)
-    # Rows that start inside a line cost more work a row (the lines they share); below four
-    # lines a row that outweighed the streaming (C = 32 float32: 0.8x the ordinary stores,
-    # C = 64: 1.2x, Intel Xeon VM), and the one-line rows' dot products in that kernel
-    # rounded differently from the ordinary kernel's, in the last bit.
-    stream = stream and not (shared and R * a.itemsize < 4 * LINE)
+    # Measured on the Intel Xeon VM: rows of one line (C = 16 float32) ran 0.8x with
+    # streaming stores, rows of two lines and more faster. Rows that start inside a line cost
+    # more work a row (the lines they share): below four lines a row that outweighed the
+    # streaming (C = 32 float32: 0.8x the ordinary stores, C = 64: 1.2x).
+    stream = stream and R * a.itemsize // LINE >= (4 if shared else 2)
     return launch(_short("rows_corr_grad", S, R, a.itemsize, a, b, ga, gb, stream=stream,
                          shared=shared), parallel, a, b, pos, ga, gb, scale, nchunks)
 
@@ -820,7 +821,7 @@ def _product_loss_grad(a, b, scale, pos, ga, gb):
         a, b = _rows(a), _rows(b)
         ga, gb = (_unwanted(a.dtype, 2),) * 2 if ga is None else (_rows(ga), _rows(gb))
         # one long row (the flat case above) streams at any alignment: segments of FLAT_RUN
-        stream = P == 1 and ga.size > 0 and STREAM_MORE and streams(ga, b) and streams(gb, a)
+        stream = P == 1 and ga.size > 0 and more_streams(ga, b) and more_streams(gb, a)
         loss = launch("rows_product_stream" if stream else "rows_product", parallel, a, b,
                       rpart, ga, gb, scale, S, nchunks)
     if pos is not None:

@@ -26,6 +26,10 @@ Values are the same products, in the same dtype, as the ordinary loops compute: 
 changes how the bits reach memory, never the bits.
 """
 
+import glob
+import os
+import sys
+
 from llvmlite import ir
 from llvmlite.binding import get_host_cpu_name
 from numba import njit, types
@@ -39,12 +43,43 @@ STREAM_MIN = 8 << 20
 # Runs shorter than this have too many partial lines at their ends (streamed rows of 64
 # floats measured slower than ordinary stores).
 RUN_MIN = 4 << 10
-# Whether the rows kernels (rows_stream) and the product loss stream too, not only the strided
-# kernels. At (8, 256, 256, 64) float32 on an Intel Xeon VM (2 cores, AVX-512) it took the
-# fused corr loss and the VJP along the last axis from 0.7x to 1.1x the triad's bandwidth,
-# and the product loss with gradients from 0.65x to 0.87x; on the AMD EPYC (Zen) VM of
-# earlier measurements they were level or slower, down to 0.8x: not there.
-STREAM_MORE = not get_host_cpu_name().startswith("znver")
+
+
+def _more_min():
+    """The bytes of an output from which the rows kernels (rows_stream) and the product loss
+    stream too, not only the strided kernels. At (8, 256, 256, 64) float32 (128 MiB an
+    output) on an Intel Xeon VM (2 cores, AVX-512, 480 MiB of L3) it took the fused corr loss
+    and the VJP along the last axis from 0.7x to 1.1x the triad's bandwidth, and the product
+    loss with gradients from 0.65x to 0.87x. Smaller outputs may still be in the last-level
+    cache when the caller reads them: a Dask task's 16 MiB gradients, summed by the next task,
+    made the threaded run 0.8x as fast streamed there. So: an eighth of the L3 (a share of
+    it that other work leaves), and never on AMD's Zen cores, where the EPYC VM of earlier
+    measurements ran these kernels level or slower streamed (down to 0.8x)."""
+    if get_host_cpu_name().startswith("znver"):
+        return sys.maxsize
+    return max(STREAM_MIN, _l3_bytes() // 8)
+
+
+def _l3_bytes(cpu="/sys/devices/system/cpu/cpu0/cache"):
+    """The size of the level 3 cache, from Linux's sysfs; 0 where it does not say."""
+    for index in glob.glob(os.path.join(cpu, "index*")):
+        try:
+            with open(os.path.join(index, "level")) as f:
+                if f.read().strip() != "3":
+                    continue
+            with open(os.path.join(index, "size")) as f:
+                size = f.read().strip()
+        except OSError:
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        if size[-1:] in units and size[:-1].isdigit():
+            return int(size[:-1]) * units[size[-1]]
+        if size.isdigit():
+            return int(size)
+    return 0
+
+
+STREAM_MORE_MIN = _more_min()
 
 
 @intrinsic
@@ -219,6 +254,11 @@ run_product = _run(False)
 run_square = _run(True)
 
 
+def more_streams(g, x):
+    """Whether the product loss streams writes of g computed from x (see streams)."""
+    return g.nbytes >= STREAM_MORE_MIN and streams(g, x)
+
+
 def streams(g, x):
     """Whether the launchers stream writes of g (None: not wanted) computed from x: large,
     C-contiguous, element-aligned (LINE is a multiple of every itemsize), with rows of RUN_MIN
@@ -234,6 +274,6 @@ def rows_stream(g, x):
     the line two rows share is written with the second, cpu._stream_row), x laid out alike.
     The kernels that take them are not split into segments of rows."""
     size = g.itemsize
-    return (STREAM_MORE and g.nbytes >= STREAM_MIN and g.strides == (g.shape[1] * size, size)
+    return (g.nbytes >= STREAM_MORE_MIN and g.strides == (g.shape[1] * size, size)
             and g.shape[1] * size % LINE == 0 and g.ctypes.data % size == 0
             and x.strides == g.strides)
