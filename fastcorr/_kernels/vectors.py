@@ -12,12 +12,15 @@ the same bound.
 Streaming stores. An ordinary store first reads the line it writes (write-allocate): a
 kernel that reads two arrays and writes two moves six arrays' worth of memory, not four. A
 non-temporal store of a whole 64-byte line skips that read. The strided corr-loss and VJP
-kernels write their gradients this way (docs/design.md, "Kernel contract"); the rows kernels
-and the product loss measured no faster with it, and are left with ordinary stores.
+kernels write their gradients this way (`streams`); where measured faster (not on AMD's Zen
+cores) and for larger outputs (`STREAM_MORE_MIN`), the rows kernels along the last axis
+(`rows_stream`) and the product loss (`more_streams`) too (docs/design.md, "Kernel
+contract").
 
 - Only whole, aligned lines are streamed; the partial lines at either end of a run are
   written with ordinary stores, so that no line is written both ways (a streaming store to a
-  line in cache evicts it).
+  line in cache evicts it). A line two rows share takes both rows' weights in one streaming
+  store (`line_straddle`).
 - The writers take byte addresses, not array slices: a slice inside the loop brings Numba's
   reference counting with it, and its locked instructions wait until every pending streaming
   store has reached memory (measured on rows of 64 floats: 8x slower than ordinary stores).
