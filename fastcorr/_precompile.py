@@ -9,6 +9,7 @@ with few positions), over the axes and reductions that reach different kernels, 
 Docker image built with it, or workers sharing its cache, start without compiling.
 """
 
+import sys
 import time
 
 import numpy as np
@@ -63,6 +64,36 @@ def _core_calls(a, b):
                 f(a, b, axis, reduction=reduction)
 
 
+def _streamed_calls(dtype):
+    """The kernels that stream their gradients (`_kernels/vectors.py`), which only outputs of
+    many MiB reach, on small inputs: the thresholds lowered meanwhile. Rows of one line and of
+    four; outputs that start on a line (as fresh ones do) and inside one."""
+    from ._kernels import vectors
+
+    if vectors.STREAM_MORE_MIN == sys.maxsize:  # they do not stream on this machine
+        return
+    thresholds = vectors.STREAM_MIN, vectors.STREAM_MORE_MIN
+    vectors.STREAM_MIN = vectors.STREAM_MORE_MIN = 0
+    try:
+        for lines in (1, 4):
+            a, b = (np.ones((2, 4, 8, lines * vectors.LINE // dtype.itemsize), dtype),) * 2
+            line = vectors.LINE // dtype.itemsize
+            buf = np.empty(2 * a.size + 2 * line, dtype)
+            on = -buf.ctypes.data % vectors.LINE // dtype.itemsize  # the first line boundary
+            at_line = tuple(buf[k:k + a.size].reshape(a.shape) for k in (on, on + a.size))
+            inside = tuple(buf[k + 1:k + 1 + a.size].reshape(a.shape)
+                           for k in (on, on + a.size + line))
+            for out in (at_line, inside):
+                corr = fastcorr.correlation(a, b)
+                for g in (corr, corr.astype(np.float64)):
+                    fastcorr.correlation_vjp(a, b, g, out=out)
+                for reduction in REDUCTIONS:
+                    fastcorr.corr_loss_and_grad(a, b, reduction=reduction, out=out)
+                    fastcorr.product_loss_and_grad(a, b, reduction=reduction, out=out)
+    finally:
+        vectors.STREAM_MIN, vectors.STREAM_MORE_MIN = thresholds
+
+
 def _volume_calls(a, b):
     for params in VOLUMES:
         vol = fastcorr.correlation_volume(a, b, **params)
@@ -89,5 +120,6 @@ def precompile(dtypes=("float32", "float64"), volume=True, report=print):
             _core_calls(a, b)
             if volume and kind in ("contiguous", "strided", "large", "converted"):
                 _volume_calls(a, b)
+        _streamed_calls(kernel_dtype)
         report(f"{kernel_dtype}: {time.perf_counter() - started:.1f} s")
     return sum(len(k.signatures) for k in cpu.dispatchers())

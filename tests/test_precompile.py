@@ -39,6 +39,18 @@ for p in ({"max_displacement": 4}, {"max_displacement": 3, "stride1": 2, "stride
     fc.correlation_volume_vjp(x, y, v, **p)
     fc.correlation_volume_loss_and_grad(x, y, **p)
     fc.correlation_volume_loss(x, y, **p, reduction="mean")
+# the kernels that stream, which only outputs of many MiB reach: the thresholds lowered
+from fastcorr._kernels import vectors
+import sys
+if vectors.STREAM_MORE_MIN < sys.maxsize:
+    vectors.STREAM_MIN = vectors.STREAM_MORE_MIN = 0
+for c in (16, 48, 96):
+    r = d((3, 5, 7, c))
+    fc.corr_loss_and_grad(r, r)
+    inside = [np.empty(r.size + 1, r.dtype)[1:].reshape(r.shape) for _ in range(2)]
+    fc.corr_loss_and_grad(r, r, out=inside)
+    fc.correlation_vjp(r, r, fc.correlation(r, r), out=(np.empty_like(r), np.empty_like(r)))
+    fc.product_loss_and_grad(r, r)
 print(sum(sum(k.stats.cache_misses.values()) for k in cpu.dispatchers()),
       sum(sum(k.stats.cache_hits.values()) for k in cpu.dispatchers()))
 """
