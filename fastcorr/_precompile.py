@@ -76,8 +76,8 @@ def _streamed_calls(dtype):
     vectors.STREAM_MIN = vectors.STREAM_MORE_MIN = 0
     try:
         for lines in (1, 4):
-            a, b = (np.ones((2, 4, 8, lines * vectors.LINE // dtype.itemsize), dtype),) * 2
             line = vectors.LINE // dtype.itemsize
+            a, b = (np.ones((2, 4, 8, lines * line), dtype),) * 2
             buf = np.empty(2 * a.size + 2 * line, dtype)
             on = -buf.ctypes.data % vectors.LINE // dtype.itemsize  # the first line boundary
             at_line = tuple(buf[k:k + a.size].reshape(a.shape) for k in (on, on + a.size))

@@ -58,9 +58,9 @@ PARALLEL_BYTES = 16 << 20
 # Fixed True in the rows kernels' "_short" variants (_short_rows): rows of one cache line or
 # less, whose loops would run scalar, go through one masked vector each (vectors.py).
 SHORT_ROWS = False
-# Fixed True in the "_stream" variants: rows of whole, aligned lines whose gradients are
-# written with streaming stores (vectors.py): 1.5x the fused corr loss's bandwidth along the
-# last axis on an Intel Xeon VM, where write-allocate made it a third of the memory traffic.
+# Fixed True in the "_stream" variants, which write their gradients with streaming stores
+# (vectors.py): rows of whole lines (rows_stream), and the product loss's one long row. On an
+# Intel Xeon VM write-allocate was a third of these kernels' memory traffic.
 STREAM_ROWS = False
 # Fixed True in the fused corr loss's "_shared" variants, which stream rows that start inside
 # a line (NumPy's large arrays start 16 bytes past one): the lines two rows share take more
@@ -592,10 +592,10 @@ def register(*fns):
 
 
 def _variant(fn, *flags):
-    """fn again, compiled with these module flags (SHORT_ROWS, STREAM_ROWS) true, named
-    fn.__name__ + "_short" and/or "_stream". A constant folds its branches away before LLVM
-    vectorises; passed as an argument, the flag made the rows kernels' ordinary path
-    1.15-1.25x slower. Its own name gives it its own cache entries."""
+    """fn again, compiled with these module flags (SHORT_ROWS, STREAM_ROWS, SHARED_LINES)
+    true, named fn.__name__ + "_short", "_stream", "_shared" as they are. A constant folds
+    its branches away before LLVM vectorises; passed as an argument, the flag made the rows
+    kernels' ordinary path 1.15-1.25x slower. Its own name gives it its own cache entries."""
     name = fn.__name__ + "".join("_" + f.split("_")[0].lower() for f in flags)
     variant = types.FunctionType(fn.__code__.replace(co_name=name, co_qualname=name),
                                  dict(fn.__globals__, **dict.fromkeys(flags, True)), name)
