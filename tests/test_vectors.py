@@ -147,6 +147,32 @@ def test_streamed_product_gradients_are_the_ordinary_bits(shape, dtype, monkeypa
                                    reference.product_loss_and_grad(a, b, -1)[1], rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, axis", [((2, 37, 97, 33), 1), ((1, 65536 + 7), -1),
+                                         ((300, 7), -1)])
+def test_product_loss_alone_is_the_bits_of_the_loss_with_gradients(shape, axis, dtype,
+                                                                   monkeypatch):
+    """The loss without gradients runs in a kernel variant of its own (LOSS_ONLY): the sums of
+    the loss with gradients, whether those stream or not."""
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal(shape).astype(dtype)
+    b = rng.standard_normal(shape).astype(dtype)
+    names = []
+    launch = cpu.launch
+    monkeypatch.setattr(cpu, "launch", lambda name, *args: names.append(name) or
+                        launch(name, *args))
+    alone = fastcorr.product_loss(a, b, axis, reduction="sum")
+    assert names == ["rows_product_loss"]
+    monkeypatch.setattr(stream, "STREAM_MIN", 0)
+    for more in (0, sys.maxsize):  # the gradients streamed, then not
+        monkeypatch.setattr(stream, "STREAM_MORE_MIN", more)
+        assert fastcorr.product_loss_and_grad(a, b, axis, reduction="sum")[0] == alone
+    flat = a.size >= cpu.PARALLEL_MIN  # one long row, which streams at any alignment
+    assert set(names[1:]) == {"rows_product", "rows_product_stream"} if flat else {"rows_product"}
+    np.testing.assert_allclose(alone, reference.product_loss(a, b, axis, reduction="sum"),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
 def test_only_large_contiguous_rows_of_whole_lines_stream(monkeypatch):
     monkeypatch.setattr(stream, "STREAM_MORE_MIN", stream.STREAM_MIN)
     g = np.empty((stream.STREAM_MIN // 64 + 1, 16), np.float32)[1:]

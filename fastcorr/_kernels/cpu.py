@@ -71,6 +71,11 @@ SHARED_LINES = False
 # masked stores cost more than four scalar ones (the fused corr loss at C = 3 and 4 float32
 # measured 0.9x with them, 1.15-1.45x without).
 MASKED_STORE_MIN = 16
+# Fixed True in the product loss's "_loss" variant, for the loss without gradients: the
+# gradient loops, though they never ran, held its flat loop to 0.8-0.85x the speed it has
+# without them (Intel Xeon VM, three runs; LLVM compiles the kernel as a whole). The strided
+# fused corr loss measured level either way and has no such variant.
+LOSS_ONLY = False
 
 
 # --------------------------------------------------------------------------- helpers
@@ -456,7 +461,9 @@ def rows_product(a, b, pos, ga, gb, scale, S, sums, comps, c0, c1, nchunks):
         e = 0.0
         for t in range(lo, hi):
             p, k, r0, r1 = _segment(t, S, seg, R)
-            if ga.size and STREAM_ROWS:  # one long row, its segments streamed whole
+            if LOSS_ONLY:
+                v = _sq(a[p, r0:r1], b[p, r0:r1])
+            elif ga.size and STREAM_ROWS:  # one long row, its segments streamed whole
                 v = _sq(a[p, r0:r1], b[p, r0:r1])  # the bits of _sq_grad's sum
                 off = r0 * a.itemsize
                 xa = address(a) + p * a.strides[0] + off
@@ -610,6 +617,7 @@ register(
     rows_vjp,
     _variant(rows_dot, "SHORT_ROWS"),
     _variant(rows_product, "STREAM_ROWS"),
+    _variant(rows_product, "LOSS_ONLY"),
     *(_variant(rows_vjp, *flags)
       for flags in (("SHORT_ROWS",), ("STREAM_ROWS",), ("SHORT_ROWS", "STREAM_ROWS"))),
     *(_variant(rows_corr_grad, *flags)
@@ -822,8 +830,8 @@ def _product_loss_grad(a, b, scale, pos, ga, gb):
         ga, gb = (_unwanted(a.dtype, 2),) * 2 if ga is None else (_rows(ga), _rows(gb))
         # one long row (the flat case above) streams at any alignment: segments of FLAT_RUN
         stream = P == 1 and ga.size > 0 and more_streams(ga, b) and more_streams(gb, a)
-        loss = launch("rows_product_stream" if stream else "rows_product", parallel, a, b,
-                      rpart, ga, gb, scale, S, nchunks)
+        kernel = "rows_product" + ("_stream" if stream else "_loss" * (ga.size == 0))
+        loss = launch(kernel, parallel, a, b, rpart, ga, gb, scale, S, nchunks)
     if pos is not None:
         np.sum(part, axis=1, out=pos)
     return loss
