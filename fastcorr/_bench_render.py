@@ -49,7 +49,7 @@ def table(title, rows, skipped, heading, columns, name_width, notes, elapsed):
 def bench_table(rows, skipped, s, bandwidths, where, elapsed):
     shape = "x".join(map(str, s["shape"]))
     title = [(f"fastcorr {__version__} bench: {shape} {s['dtype']}, median of "
-              f"{s['repeats']} calls; {where}")]
+              f"{s['repeats']} calls, the rows of a group called in turn; {where}")]
     if s.get("load"):
         title.append(f"LOADED: timed beside {s['load']} busy processes (--load); "
                      "'fastcorr 1 thread' is fastcorr's serial kernels in the same conditions")
@@ -90,7 +90,7 @@ def volume_table(rows, skipped, s, memory, where, elapsed):
     desc = ", ".join(f"{k}={v}" for k, v in s["params"].items())
     shape = "x".join(map(str, s["shape"]))
     title = [(f"fastcorr {__version__} bench-volume: {shape} float32, {desc}; median of "
-              f"{s['repeats']} calls; {where}")]
+              f"{s['repeats']} calls, the rows called in turn; {where}")]
     columns = [MEDIAN, _iqr(10),
                ("x fastcorr", 12, lambda r: f"{r['x_fastcorr']:.2f}x"), FIRST_CALL]
     notes = ["'x fastcorr' is each row's time over fastcorr's."]

@@ -185,23 +185,34 @@ def prepare(impl, p, data):
 
 def times(fn, sync, repeats, budget=None):
     """Seconds per call, repeats of them (fewer if budget seconds run out after three)."""
-    out = []
-    start = time.perf_counter()
-    for i in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t)
-        if budget is not None and i >= 2 and time.perf_counter() - start > budget:
-            break
+    return in_turn([(fn, sync)], repeats, budget)[0]
+
+
+def in_turn(calls, repeats, budget=None):
+    """Seconds per call of each (fn, sync) in calls, called in turn, one call each a round,
+    repeats rounds: on a shared machine the rows of a problem then meet the same moments of
+    its load and bandwidth, and their ratios hold (timed one after another, a burst of other
+    work fell on one row). A call stops taking turns once its own calls have taken budget
+    seconds, after three."""
+    out = [[] for _ in calls]
+    spent = [0.0] * len(calls)
+    for _ in range(repeats):
+        for i, (fn, sync) in enumerate(calls):
+            if budget is not None and len(out[i]) >= 3 and spent[i] > budget:
+                continue
+            t = time.perf_counter()
+            fn()
+            sync()
+            out[i].append(time.perf_counter() - t)
+            spent[i] += out[i][-1]
     return out
 
 
 def run(problems, impls, names, repeats, budget=None, before=None, say=progress):
-    """Time implementations `names` (keys of `impls`) on each problem. Returns (rows,
-    skipped): a row per problem and implementation timed, and why each other one was not
-    (an implementation for another backend is left out silently: CuPy on the CPU).
-    before(problem), run ahead of each problem, returns fields for its rows."""
+    """Time implementations `names` (keys of `impls`) on each problem, in turn (`in_turn`).
+    Returns (rows, skipped): a row per problem and implementation timed, and why each other
+    one was not (an implementation for another backend is left out silently: CuPy on the
+    CPU). before(problem), run ahead of each problem, returns fields for its rows."""
     rows, skipped = [], []
     total = sum(p.backend in impls[name].backends for p in problems for name in names)
     k = 0
@@ -209,6 +220,7 @@ def run(problems, impls, names, repeats, budget=None, before=None, say=progress)
         data = p.inputs()
         extra = before(p) if before else {}
         want = None
+        ready = []
         for name in names:
             impl = impls[name]
             if p.backend not in impl.backends:
@@ -228,7 +240,9 @@ def run(problems, impls, names, repeats, budget=None, before=None, say=progress)
             if why:
                 skipped.append({"backend": p.backend, "op": p.op, "impl": name, "why": why})
                 continue
-            t = times(fn, sync, repeats, budget)
+            ready.append((name, fn, sync, first))
+        timed = in_turn([(fn, sync) for _, fn, sync, _ in ready], repeats, budget)
+        for (name, _, _, first), t in zip(ready, timed):
             rows.append({**p.fields(), "impl": name, "median_s": float(np.median(t)),
                          "q1_s": float(np.percentile(t, 25)),
                          "q3_s": float(np.percentile(t, 75)), "min_s": float(min(t)),

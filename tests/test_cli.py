@@ -8,7 +8,22 @@ import time
 import pytest
 
 from fastcorr import _bench, cli
-from fastcorr._bench_run import check, prepare
+from fastcorr._bench_run import check, in_turn, prepare
+
+
+def test_implementations_are_timed_in_turn():
+    """One call of each a round, so that the rows of a problem meet the same moments of a
+    shared machine; one whose calls have used up the budget stops after three."""
+    log = []
+    calls = [(lambda i=i: log.append(i), lambda: None) for i in range(3)]
+    out = in_turn(calls, 4)
+    assert log == [0, 1, 2] * 4
+    assert [len(t) for t in out] == [4, 4, 4]
+    log.clear()
+    slow = (lambda: (log.append("slow"), time.sleep(0.02)), lambda: None)
+    out = in_turn([calls[0], slow], 5, budget=0.05)
+    assert log == [0, "slow"] * 3 + [0, 0]
+    assert [len(t) for t in out] == [5, 3] and min(out[1]) >= 0.02
 
 
 def test_bench_json_table_and_skipped_peers(tmp_path, capsys):
