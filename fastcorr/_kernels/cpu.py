@@ -33,7 +33,7 @@ from numba import njit, typeof
 
 from . import threads
 from .vectors import (LINE, address, line_dot, line_scale, line_straddle, more_streams,
-                      rows_stream, run_product, run_square, streams)
+                      rows_stream, run_lines, run_product, run_square, streams)
 
 # reassoc lets LLVM vectorise the blocked float sums; contract allows fused multiply-adds.
 # Both change results only by float rounding; nothing here assumes finite values, so NaN and
@@ -62,11 +62,6 @@ SHORT_ROWS = False
 # (vectors.py): rows of whole lines (rows_stream), and the product loss's one long row. On an
 # Intel Xeon VM write-allocate was a third of these kernels' memory traffic.
 STREAM_ROWS = False
-# Fixed True in the fused corr loss's "_shared" variants, which stream rows that start inside
-# a line (NumPy's large arrays start 16 bytes past one): the lines two rows share take more
-# work a row. In the kernel of the rows that do not, that loop, though it never ran, made
-# the loop that did 1.6-2.2x slower (LLVM compiles the kernel as a whole).
-SHARED_LINES = False
 # Rows this short (bytes) or shorter store their gradients with the scalar loop even then:
 # masked stores cost more than four scalar ones (the fused corr loss at C = 3 and 4 float32
 # measured 0.9x with them, 1.15-1.45x without).
@@ -259,33 +254,49 @@ def _row_scaled(w, a, b, ga, gb, p, line):
 
 @njit(**INLINE)
 def _lead(g, lo):
-    """(lead, tail) for _stream_row: the elements of row lo (of every row) before its first
-    line boundary, and those after its last. Once a chunk: a division a row cost rows of one
-    line half their speed."""
+    """(lead, tail): the elements of row lo (of every row) before its first line boundary, and
+    those after its last; (0, 0) for rows that start on a line. Once a chunk: a division a
+    row cost rows of one line half their speed."""
     lead = (-(address(g) + lo * g.strides[0]) % LINE) // g.itemsize
     return lead, (LINE // g.itemsize - lead) % (LINE // g.itemsize)
 
 
+# The rows kernels stream a chunk's rows of g <- w * rows of x (contiguous rows of whole
+# lines laid out alike, rows_stream) in three steps: its first row (_stream_first), each
+# next row (_stream_next), then the last row's tail (_stream_last). A row that starts inside
+# a line shares that line with the row before: it is written with the second row, in one
+# store of both weights. The lines at a chunk's two ends, which the chunks beside share, take
+# ordinary stores. The first row apart from the loop and a plain count of lines took the
+# fused corr loss from 0.8x to 1.1-1.2x the triad (the same branches inside the loop, or the
+# same run_product for the whole lines, each kept it at 1.0x).
+
+
 @njit(**INLINE)
-def _stream_row(g, x, p, w, wprev, first, last, lead, tail):
-    """Row p of g <- w * row p of x, in streaming stores, for contiguous rows of whole lines
-    laid out alike (rows_stream), starting anywhere in a line (_lead). The line that row p
-    shares with row p - 1 is written with row p, wprev in its first lanes; the first row's
-    head and the last row's tail, whose lines the next chunks' rows share, are ordinary."""
-    R = g.shape[1]
-    size = g.itemsize
+def _stream_first(g, x, p, w, lead):
+    """Row p, the first of a chunk, but for its tail: its head, before its first line
+    boundary, with ordinary stores, then its whole lines."""
     dst = address(g) + p * g.strides[0]
     src = address(x) + p * g.strides[0]
-    if lead == 0:
-        run_product(dst, src, w, R, w)
-        return
-    if first:
-        run_product(dst, src, w, lead, w)
-    else:
-        line_straddle(dst - tail * size, src - tail * size, wprev, w, tail)
-    run_product(dst + lead * size, src + lead * size, w, R - lead - tail, w)
-    if last:
-        run_product(dst + (R - tail) * size, src + (R - tail) * size, w, tail, w)
+    run_product(dst, src, w, lead, w)
+    head = lead * g.itemsize
+    run_lines(dst + head, src + head, w, (g.strides[0] - head) // LINE)
+
+
+@njit(**INLINE)
+def _stream_next(g, x, p, w, wprev, tail):
+    """Row p after row p - 1, but for its tail: the line the two share (row p's first line
+    where tail is 0), wprev in its first tail lanes, then row p's other whole lines."""
+    start = address(g) + p * g.strides[0] - tail * g.itemsize
+    src = address(x) + p * g.strides[0] - tail * g.itemsize
+    line_straddle(start, src, wprev, w, tail)
+    run_lines(start + LINE, src + LINE, w, g.strides[0] // LINE - 1)
+
+
+@njit(**INLINE)
+def _stream_last(g, x, p, w, tail):
+    """The tail of row p, the last of a chunk, with ordinary stores."""
+    off = p * g.strides[0] + g.strides[0] - tail * g.itemsize
+    run_product(address(g) + off, address(x) + off, w, tail, w)
 
 
 @njit(**INLINE)
@@ -398,19 +409,17 @@ def rows_corr_grad(a, b, pos, ga, gb, scale, sums, comps, c0, c1, nchunks):
     P, R = a.shape
     for c in range(c0, c1):
         lo, hi = bounds(c, nchunks, P)
-        if SHARED_LINES:
-            s, e = _corr_rows_straddled(a, b, pos, ga, gb, scale, lo, hi)
+        if STREAM_ROWS:
+            s, e = _corr_rows_streamed(a, b, pos, ga, gb, scale, lo, hi)
         else:
-            s, e = _corr_rows(a, b, pos, ga, gb, scale, lo, hi, SHORT_ROWS, STREAM_ROWS)
+            s, e = _corr_rows(a, b, pos, ga, gb, scale, lo, hi, SHORT_ROWS)
         sums[c] = s
         comps[c] = e
 
 
 @njit(**INLINE)
-def _corr_rows(a, b, pos, ga, gb, scale, lo, hi, line, stream):
-    """Rows [lo, hi) of rows_corr_grad: (loss sum, compensation). With stream, the gradients'
-    rows start on a line."""
-    R = a.shape[1]
+def _corr_rows(a, b, pos, ga, gb, scale, lo, hi, line):
+    """Rows [lo, hi) of rows_corr_grad: (loss sum, compensation)."""
     s = 0.0
     e = 0.0
     for p in range(lo, hi):
@@ -418,35 +427,40 @@ def _corr_rows(a, b, pos, ga, gb, scale, lo, hi, line, stream):
         if pos.size:
             pos[p] = d
         if ga.size:
-            w = a.dtype.type(scale * d)
-            if stream:
-                run_product(address(ga) + p * ga.strides[0], address(b) + p * b.strides[0], w,
-                            R, w)
-                run_product(address(gb) + p * gb.strides[0], address(a) + p * a.strides[0], w,
-                            R, w)
-            else:
-                _row_scaled(w, a, b, ga, gb, p, line)
+            _row_scaled(a.dtype.type(scale * d), a, b, ga, gb, p, line)
         s, e = neumaier(s, e, 0.5 * d * d)
     return s, e
 
 
 @njit(**INLINE)
-def _corr_rows_straddled(a, b, pos, ga, gb, scale, lo, hi):
-    """_corr_rows streaming rows that start inside a line (SHARED_LINES)."""
+def _corr_rows_streamed(a, b, pos, ga, gb, scale, lo, hi):
+    """_corr_rows, the gradients streamed (STREAM_ROWS), for rows of more than one line. The
+    first row is written out apart from the loop (see above): an inlined helper for the dot
+    product and weight both take, which was given pos and returned two values, brought
+    reference counting into the loop, whose locked instructions wait for the streaming
+    stores (0.1x)."""
+    if lo == hi:
+        return 0.0, 0.0
     alead, atail = _lead(ga, lo)
     blead, btail = _lead(gb, lo)
-    s = 0.0
-    e = 0.0
-    wprev = a.dtype.type(0)
-    for p in range(lo, hi):
-        d = _row_dot(a, b, p, SHORT_ROWS)
+    d = _dot(a[lo], b[lo])
+    if pos.size:
+        pos[lo] = d
+    w = a.dtype.type(scale * d)
+    _stream_first(ga, b, lo, w, alead)
+    _stream_first(gb, a, lo, w, blead)
+    s, e = neumaier(0.0, 0.0, 0.5 * d * d)
+    for p in range(lo + 1, hi):
+        wprev = w
+        d = _dot(a[p], b[p])
         if pos.size:
             pos[p] = d
         w = a.dtype.type(scale * d)
-        _stream_row(ga, b, p, w, wprev, p == lo, p == hi - 1, alead, atail)
-        _stream_row(gb, a, p, w, wprev, p == lo, p == hi - 1, blead, btail)
-        wprev = w
+        _stream_next(ga, b, p, w, wprev, atail)
+        _stream_next(gb, a, p, w, wprev, btail)
         s, e = neumaier(s, e, 0.5 * d * d)
+    _stream_last(ga, b, hi - 1, w, atail)
+    _stream_last(gb, a, hi - 1, w, btail)
     return s, e
 
 
@@ -487,20 +501,35 @@ def rows_vjp(a, b, g, ga, gb, S, sums, comps, c0, c1, nchunks):
     seg = -(-R // S)
     for c in range(c0, c1):
         lo, hi = bounds(c, nchunks, P * S)
-        if STREAM_ROWS:
-            alead, atail = _lead(ga, lo)
-            blead, btail = _lead(gb, lo)
+        if STREAM_ROWS:  # S == 1
+            _vjp_rows_streamed(a, b, g, ga, gb, lo, hi)
+            continue
         for t in range(lo, hi):
             p, _, r0, r1 = _segment(t, S, seg, R)
-            if STREAM_ROWS:  # S == 1
-                w, wprev = a.dtype.type(g[p]), a.dtype.type(g[max(p - 1, 0)])
-                _stream_row(ga, b, p, w, wprev, t == lo, t == hi - 1, alead, atail)
-                _stream_row(gb, a, p, w, wprev, t == lo, t == hi - 1, blead, btail)
-            elif SHORT_ROWS:  # S == 1
+            if SHORT_ROWS:  # S == 1
                 _row_scaled(a.dtype.type(g[p]), a, b, ga, gb, p, True)
             else:
                 _scaled(a.dtype.type(g[p]), a[p, r0:r1], b[p, r0:r1], ga[p, r0:r1],
                         gb[p, r0:r1])
+
+
+@njit(**INLINE)
+def _vjp_rows_streamed(a, b, g, ga, gb, lo, hi):
+    """Rows [lo, hi) of rows_vjp, streamed (STREAM_ROWS)."""
+    if lo == hi:
+        return
+    alead, atail = _lead(ga, lo)
+    blead, btail = _lead(gb, lo)
+    w = a.dtype.type(g[lo])
+    _stream_first(ga, b, lo, w, alead)
+    _stream_first(gb, a, lo, w, blead)
+    for p in range(lo + 1, hi):
+        wprev = w
+        w = a.dtype.type(g[p])
+        _stream_next(ga, b, p, w, wprev, atail)
+        _stream_next(gb, a, p, w, wprev, btail)
+    _stream_last(ga, b, hi - 1, w, atail)
+    _stream_last(gb, a, hi - 1, w, btail)
 
 
 def strided_dot(a, b, out, QB, sums, comps, c0, c1, nchunks):
@@ -599,8 +628,8 @@ def register(*fns):
 
 
 def _variant(fn, *flags):
-    """fn again, compiled with these module flags (SHORT_ROWS, STREAM_ROWS, SHARED_LINES)
-    true, named fn.__name__ + "_short", "_stream", "_shared" as they are. A constant folds
+    """fn again, compiled with these module flags (SHORT_ROWS, STREAM_ROWS, LOSS_ONLY) true,
+    named fn.__name__ + "_short", "_stream", "_loss" as they are. A constant folds
     its branches away before LLVM vectorises; passed as an argument, the flag made the rows
     kernels' ordinary path 1.15-1.25x slower. Its own name gives it its own cache entries."""
     name = fn.__name__ + "".join("_" + f.split("_")[0].lower() for f in flags)
@@ -620,8 +649,8 @@ register(
     _variant(rows_product, "LOSS_ONLY"),
     *(_variant(rows_vjp, *flags)
       for flags in (("SHORT_ROWS",), ("STREAM_ROWS",), ("SHORT_ROWS", "STREAM_ROWS"))),
-    *(_variant(rows_corr_grad, *flags)
-      for flags in (("SHORT_ROWS",), ("STREAM_ROWS",), ("STREAM_ROWS", "SHARED_LINES"))),
+    _variant(rows_corr_grad, "SHORT_ROWS"),
+    _variant(rows_corr_grad, "STREAM_ROWS"),
     strided_dot,
     strided_corr_grad,
     strided_product,
@@ -693,15 +722,14 @@ def _rows(x):
     return x[:, :, 0]
 
 
-def _short(kernel, S, R, itemsize, *rows, stream=False, shared=False):
+def _short(kernel, S, R, itemsize, *rows, stream=False):
     """The rows kernel for rows of R elements: its SHORT_ROWS variant for rows of one cache
     line or less, not split into segments, of unit stride in the 2-D (P, R) `rows` given;
-    its STREAM_ROWS variant where stream (rows_stream) and not split, SHARED_LINES where
-    shared too (the rows start inside a line)."""
+    its STREAM_ROWS variant where stream (rows_stream) and not split."""
     short = S == 1 and R * itemsize <= LINE and all(
         x.strides[1] == x.itemsize for x in rows if x.size)
     stream = stream and S == 1
-    return kernel + "_short" * short + "_stream" * stream + "_shared" * (stream and shared)
+    return kernel + "_short" * short + "_stream" * stream
 
 
 # --------------------------------------------------------------------------- the contract
@@ -787,15 +815,12 @@ def _corr_loss_grad(a, b, scale, pos, ga, gb):
     pos = _unwanted(_F64, 1) if pos is None else pos[:, 0]
     ga, gb = (_unwanted(a.dtype, 2),) * 2 if ga is None else (_rows(ga), _rows(gb))
     a, b = _rows(a), _rows(b)
-    stream = ga.size > 0 and rows_stream(ga, b) and rows_stream(gb, a)
-    shared = bool(ga.ctypes.data % LINE or gb.ctypes.data % LINE)
-    # Measured on the Intel Xeon VM: rows of one line (C = 16 float32) ran 0.8x with
-    # streaming stores, rows of two lines and more faster. Rows that start inside a line cost
-    # more work a row (the lines they share): below four lines a row that outweighed the
-    # streaming (C = 32 float32: 0.8x the ordinary stores, C = 64: 1.2x).
-    stream = stream and R * a.itemsize // LINE >= (4 if shared else 2)
-    return launch(_short("rows_corr_grad", S, R, a.itemsize, a, b, ga, gb, stream=stream,
-                         shared=shared), parallel, a, b, pos, ga, gb, scale, nchunks)
+    # Rows of one line are not streamed: their dot products are one masked vector
+    # (line_dot), whose lanes LLVM sums in an order of its choosing, which differed between
+    # the two kernels (other bits), and they measured 0.85-1.15x streamed.
+    stream = ga.size > 0 and R * a.itemsize > LINE and rows_stream(ga, b) and rows_stream(gb, a)
+    return launch(_short("rows_corr_grad", S, R, a.itemsize, a, b, ga, gb, stream=stream),
+                  parallel, a, b, pos, ga, gb, scale, nchunks)
 
 
 def product_loss_grad(a, b, scale, pos, ga, gb, total):

@@ -253,6 +253,16 @@ def _run(square):
 # (or times y, a number), in like's dtype: whole lines streamed, the partial lines at either
 # end stored the ordinary way.
 run_product = _run(False)
+_line = _product(True)
+
+
+@njit(inline="always", nogil=True, error_model="numpy")
+def run_lines(dst, x, w, n):
+    """n whole lines from the aligned byte address dst <- w times the elements at the same
+    offsets from x, streamed: a plain count, for rows of a few lines, where run_product's
+    search for the ends cost as much as the stores (cpu._stream_next)."""
+    for j in range(n):
+        _line(dst, x, w, j * LINE, w)
 # The same, of the product loss's gradient (like * (x*y)) * y, like its scale.
 run_square = _run(True)
 
@@ -274,7 +284,7 @@ def streams(g, x):
 def rows_stream(g, x):
     """Whether the rows kernels stream the rows of g (P, R) computed from x (P, R): large,
     contiguous rows of whole lines (each row then starts at the same place in a line, and
-    the line two rows share is written with the second, cpu._stream_row), x laid out alike.
+    the line two rows share is written with the second, cpu._stream_next), x laid out alike.
     The kernels that take them are not split into segments of rows."""
     size = g.itemsize
     return (g.nbytes >= STREAM_MORE_MIN and g.strides == (g.shape[1] * size, size)
