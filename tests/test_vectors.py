@@ -5,6 +5,7 @@ as from the launchers. Streaming stores: the same bits as the ordinary stores, a
 alignment of the outputs, and the values of the reference (the size threshold is lowered so
 that small arrays stream)."""
 
+import os
 import sys
 
 import numpy as np
@@ -119,6 +120,29 @@ def test_streamed_rows_are_the_ordinary_bits(C, func, dtype, monkeypatch):
         (want, wbufs), (got, gbufs) = results
         assert got == want
         for x, y in zip(gbufs, wbufs):
+            np.testing.assert_array_equal(x, y)  # NaN where nothing may be written
+
+
+@pytest.mark.parametrize("func", ["corr_loss_and_grad", "correlation_vjp"])
+def test_streamed_rows_one_a_chunk(func, monkeypatch):
+    """A chunk of one row: its head, lines and tail at once (as many rows as chunks)."""
+    rng = np.random.default_rng(5)
+    shape = (4 * (os.cpu_count() or 1), 8192)  # the plan's chunks: 4 a core
+    a = rng.standard_normal(shape).astype(np.float32)
+    b = rng.standard_normal(shape).astype(np.float32)
+    assert cpu._tiling(shape[0], shape[1], 1, 4, True)[::2] == (1, shape[0])
+    for shift in range(0, 16, 5):
+        monkeypatch.setattr(cpu, "rows_stream", lambda g, x: False)
+        want = run(func, a, b, -1, shift)
+        decisions = []
+        monkeypatch.setattr(stream, "STREAM_MORE_MIN", 0)
+        monkeypatch.setattr(cpu, "rows_stream", lambda g, x: decisions.append(
+            stream.rows_stream(g, x)) or decisions[-1])
+        got = run(func, a, b, -1, shift)
+        monkeypatch.undo()
+        assert decisions and all(decisions)
+        assert got[0] == want[0]
+        for x, y in zip(got[1], want[1]):
             np.testing.assert_array_equal(x, y)  # NaN where nothing may be written
 
 
