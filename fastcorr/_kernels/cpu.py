@@ -435,10 +435,9 @@ def _corr_rows(a, b, pos, ga, gb, scale, lo, hi, line):
 @njit(**INLINE)
 def _corr_rows_streamed(a, b, pos, ga, gb, scale, lo, hi):
     """_corr_rows, the gradients streamed (STREAM_ROWS), for rows of more than one line. The
-    first row is written out apart from the loop (see above): an inlined helper for the dot
-    product and weight both take, which was given pos and returned two values, brought
-    reference counting into the loop, whose locked instructions wait for the streaming
-    stores (0.1x)."""
+    first row is written out apart from the loop (see above), its dot product and weight
+    too: an inlined helper for those, given pos and returning both, brought reference
+    counting into the loop, whose locked instructions wait for the streaming stores (0.1x)."""
     if lo == hi:
         return 0.0, 0.0
     alead, atail = _lead(ga, lo)
@@ -647,10 +646,8 @@ register(
     _variant(rows_dot, "SHORT_ROWS"),
     _variant(rows_product, "STREAM_ROWS"),
     _variant(rows_product, "LOSS_ONLY"),
-    *(_variant(rows_vjp, *flags)
-      for flags in (("SHORT_ROWS",), ("STREAM_ROWS",), ("SHORT_ROWS", "STREAM_ROWS"))),
-    _variant(rows_corr_grad, "SHORT_ROWS"),
-    _variant(rows_corr_grad, "STREAM_ROWS"),
+    *(_variant(fn, flag) for fn in (rows_vjp, rows_corr_grad)
+      for flag in ("SHORT_ROWS", "STREAM_ROWS")),
     strided_dot,
     strided_corr_grad,
     strided_product,
@@ -723,13 +720,14 @@ def _rows(x):
 
 
 def _short(kernel, S, R, itemsize, *rows, stream=False):
-    """The rows kernel for rows of R elements: its SHORT_ROWS variant for rows of one cache
-    line or less, not split into segments, of unit stride in the 2-D (P, R) `rows` given;
-    its STREAM_ROWS variant where stream (rows_stream) and not split."""
+    """The rows kernel for rows of R elements: its STREAM_ROWS variant where stream
+    (rows_stream) and not split into segments; else its SHORT_ROWS variant for rows of one
+    cache line or less, not split, of unit stride in the 2-D (P, R) `rows` given."""
+    if stream and S == 1:
+        return kernel + "_stream"
     short = S == 1 and R * itemsize <= LINE and all(
         x.strides[1] == x.itemsize for x in rows if x.size)
-    stream = stream and S == 1
-    return kernel + "_short" * short + "_stream" * stream
+    return kernel + "_short" * short
 
 
 # --------------------------------------------------------------------------- the contract

@@ -253,7 +253,9 @@ def _run(square):
 # (or times y, a number), in like's dtype: whole lines streamed, the partial lines at either
 # end stored the ordinary way.
 run_product = _run(False)
-_line = _product(True)
+# The same, of the product loss's gradient (like * (x*y)) * y, like its scale.
+run_square = _run(True)
+_line = _product(True)  # one whole line, streamed
 
 
 @njit(inline="always", nogil=True, error_model="numpy")
@@ -263,8 +265,6 @@ def run_lines(dst, x, w, n):
     search for the ends cost as much as the stores (cpu._stream_next)."""
     for j in range(n):
         _line(dst, x, w, j * LINE, w)
-# The same, of the product loss's gradient (like * (x*y)) * y, like its scale.
-run_square = _run(True)
 
 
 def more_streams(g, x):
