@@ -24,8 +24,8 @@ def installed(module):
 
 
 def set_threads(n):
-    """CPU threads for fastcorr, for Numba's own parallel code (the bandwidth triad) and for
-    torch, which keeps a pool of its own."""
+    """CPU threads for fastcorr (and the bandwidth triad, which runs on its threads), for
+    Numba's own parallel code and for torch, which keeps a pool of its own."""
     import numba
 
     import fastcorr

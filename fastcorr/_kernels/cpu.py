@@ -216,8 +216,8 @@ def _sq_streamed(x, y, gx, gy, scale):
     """_sq_grad, with its bits, the gradients streamed (vectors.py): each block is summed in
     its loop, then the whole lines of gx and gy that the block completes are streamed from
     L1; the partial lines at either end of the run take ordinary stores. Reads and streaming
-    stores in one pass ran at 1.1-1.2x the triad, where a 64 KiB run summed first and its
-    gradients streamed from L2 after ran at 0.85x (the Intel Xeon VM)."""
+    stores in one pass ran 1.25-1.35x as fast as a 64 KiB run summed first and its gradients
+    streamed from L2 after: 1.3-1.4x the triad against 1.03x (the Intel Xeon VM)."""
     n = x.shape[0]
     size = x.itemsize
     per = LINE // size
@@ -591,8 +591,8 @@ def strided_dot(a, b, out, QB, sums, comps, c0, c1, nchunks):
 def strided_corr_grad(a, b, pos, ga, gb, scale, QB, stream, sums, comps, c0, c1, nchunks):
     """Fused corr loss over (P, R, Q); see rows_corr_grad. A tile's gradients need its
     finished sums, so they are written while the next tile is summed (_cols), the last
-    tile's after the chunk: reads and stores in one stream of work took the kernel from 0.65x
-    to 0.7x the triad (two passes over each tile measured the time of the loss and the VJP
+    tile's after the chunk: reads and stores in one stream of work took the kernel from 0.75x
+    to 0.82x the triad (two passes over each tile measured the time of the loss and the VJP
     apart). A tile is sized to stay in cache till then; the gradients stream where the
     launcher says (vectors.py)."""
     P, R, Q = a.shape
