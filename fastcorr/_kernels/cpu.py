@@ -88,6 +88,12 @@ def neumaier(s, c, x):
 
 
 @njit(fastmath=False, **OPTIONS)
+def _plain(s, x):
+    """s + x, in that order whatever the caller's fastmath."""
+    return s + x
+
+
+@njit(fastmath=False, **OPTIONS)
 def _total(s, c):
     # Once the sum is Inf or NaN the compensation holds inf - inf: keep the sum as NumPy would.
     return s + c if np.isfinite(s) else s
@@ -468,9 +474,25 @@ def rows_corr_grad(a, b, pos, ga, gb, scale, sums, comps, c0, c1, nchunks):
 
 @njit(**INLINE)
 def _corr_rows(a, b, pos, ga, gb, scale, lo, hi, line):
-    """Rows [lo, hi) of rows_corr_grad: (loss sum, compensation)."""
+    """Rows [lo, hi) of rows_corr_grad: (loss sum, compensation). Rows of one line (line,
+    a constant) sum the loss terms of BLOCK rows plainly (in float64, in order: _plain),
+    then add them with compensation: compensating each row's term took those rows twice the
+    time; longer rows measured 0.8x as fast with the blocks (LLVM compiles their dot
+    products' loops otherwise), and compensate each term."""
     s = 0.0
     e = 0.0
+    if line:
+        for p0 in range(lo, hi, BLOCK):
+            part = 0.0
+            for p in range(p0, min(p0 + BLOCK, hi)):
+                d = _row_dot(a, b, p, line)
+                if pos.size:
+                    pos[p] = d
+                if ga.size:
+                    _row_scaled(a.dtype.type(scale * d), a, b, ga, gb, p, line)
+                part = _plain(part, 0.5 * d * d)
+            s, e = neumaier(s, e, part)
+        return s, e
     for p in range(lo, hi):
         d = _row_dot(a, b, p, line)
         if pos.size:
