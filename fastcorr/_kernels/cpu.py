@@ -176,14 +176,18 @@ def _sq(x, y):
     s = 0.0
     c = 0.0
     for k in range(0, n, BLOCK):
-        xs = x[k:k + BLOCK]  # a block as slices, looped from 0: see above
-        ys = y[k:k + BLOCK]
-        blk = x.dtype.type(0)
-        for i in range(xs.shape[0]):
-            t = xs[i] * ys[i]
-            blk += t * t
-        s, c = neumaier(s, c, np.float64(blk))
+        s, c = neumaier(s, c, np.float64(_block_sq(x[k:k + BLOCK], y[k:k + BLOCK])))
     return _total(s, c)
+
+
+@njit(**INLINE)
+def _block_sq(xs, ys):
+    """sum((xs*ys)**2) of one block (slices, looped from 0: see above), plainly."""
+    blk = xs.dtype.type(0)
+    for i in range(xs.shape[0]):
+        t = xs[i] * ys[i]
+        blk += t * t
+    return blk
 
 
 @njit(**INLINE)
@@ -237,11 +241,7 @@ def _sq_streamed(x, y, gx, gy, scale):
     for k in range(0, n, BLOCK):
         xs = x[k:k + BLOCK]
         ys = y[k:k + BLOCK]
-        blk = x.dtype.type(0)
-        for i in range(xs.shape[0]):
-            t = xs[i] * ys[i]
-            blk += t * t
-        s, c = neumaier(s, c, np.float64(blk))
+        s, c = neumaier(s, c, np.float64(_block_sq(xs, ys)))
         end = k + xs.shape[0]
         m = (end - hx) // per
         square_lines(GX + hx * size, X + hx * size, Y + hx * size, m, scale)
