@@ -465,7 +465,7 @@ def rows_corr_grad(a, b, pos, ga, gb, scale, sums, comps, c0, c1, nchunks):
     for c in range(c0, c1):
         lo, hi = bounds(c, nchunks, P)
         if STREAM_ROWS:
-            s, e = _corr_rows_streamed(a, b, pos, ga, gb, scale, lo, hi)
+            s, e = _corr_rows_streamed(a, b, pos, ga, gb, scale, lo, hi, SHORT_ROWS)
         else:
             s, e = _corr_rows(a, b, pos, ga, gb, scale, lo, hi, SHORT_ROWS)
         sums[c] = s
@@ -504,34 +504,44 @@ def _corr_rows(a, b, pos, ga, gb, scale, lo, hi, line):
 
 
 @njit(**INLINE)
-def _corr_rows_streamed(a, b, pos, ga, gb, scale, lo, hi):
-    """_corr_rows, the gradients streamed (STREAM_ROWS), for rows of more than one line. The
-    first row is written out apart from the loop (see above), its dot product and weight
-    too: an inlined helper for those, given pos and returning both, brought reference
-    counting into the loop, whose locked instructions wait for the streaming stores (0.1x)."""
+def _corr_rows_streamed(a, b, pos, ga, gb, scale, lo, hi, line):
+    """_corr_rows, the gradients streamed (STREAM_ROWS), for rows of whole lines; with line
+    (rows of one line) its dot products and its blocks of loss terms as _corr_rows takes
+    them, so that both give the same bits. The first row is written out apart from the loop
+    (see above), its dot product and weight too: an inlined helper for those, given pos and
+    returning both, brought reference counting into the loop, whose locked instructions
+    wait for the streaming stores (0.1x)."""
     if lo == hi:
         return 0.0, 0.0
     alead, atail = _lead(ga, lo)
     blead, btail = _lead(gb, lo)
-    d = _dot(a[lo], b[lo])
+    d = _row_dot(a, b, lo, line)
     if pos.size:
         pos[lo] = d
     w = a.dtype.type(scale * d)
     _stream_first(ga, b, lo, w, alead)
     _stream_first(gb, a, lo, w, blead)
-    s, e = neumaier(0.0, 0.0, 0.5 * d * d)
+    s, e = 0.0, 0.0
+    part = 0.5 * d * d  # the block of terms so far (line), else the one term
+    k = 1
     for p in range(lo + 1, hi):
         wprev = w
-        d = _dot(a[p], b[p])
+        d = _row_dot(a, b, p, line)
         if pos.size:
             pos[p] = d
         w = a.dtype.type(scale * d)
         _stream_next(ga, b, p, w, wprev, atail)
         _stream_next(gb, a, p, w, wprev, btail)
-        s, e = neumaier(s, e, 0.5 * d * d)
+        if line and k < BLOCK:
+            part = _plain(part, 0.5 * d * d)
+            k += 1
+        else:
+            s, e = neumaier(s, e, part)
+            part = 0.5 * d * d
+            k = 1
     _stream_last(ga, b, hi - 1, w, atail)
     _stream_last(gb, a, hi - 1, w, btail)
-    return s, e
+    return neumaier(s, e, part)
 
 
 def rows_product(a, b, pos, ga, gb, scale, S, sums, comps, c0, c1, nchunks):
@@ -722,6 +732,7 @@ register(
     _variant(rows_product, "LOSS_ONLY"),
     *(_variant(fn, flag) for fn in (rows_vjp, rows_corr_grad)
       for flag in ("SHORT_ROWS", "STREAM_ROWS")),
+    _variant(rows_corr_grad, "SHORT_ROWS", "STREAM_ROWS"),
     strided_dot,
     strided_corr_grad,
     strided_product,
@@ -794,13 +805,15 @@ def _rows(x):
 
 
 def _short(kernel, S, R, itemsize, *rows, stream=False):
-    """The rows kernel for rows of R elements: its STREAM_ROWS variant where stream
-    (rows_stream) and not split into segments; else its SHORT_ROWS variant for rows of one
-    cache line or less, not split, of unit stride in the 2-D (P, R) `rows` given."""
-    if stream and S == 1:
-        return kernel + "_stream"
+    """The rows kernel for rows of R elements: its SHORT_ROWS variant for rows of one cache
+    line or less, not split into segments, of unit stride in the 2-D (P, R) `rows` given;
+    its STREAM_ROWS variant where stream (rows_stream) and not split, which is also short
+    where such a variant exists (one with dot products: rows_corr_grad)."""
     short = S == 1 and R * itemsize <= LINE and all(
         x.strides[1] == x.itemsize for x in rows if x.size)
+    if stream and S == 1:
+        both = kernel + "_short_stream"
+        return both if short and both in _KERNELS else kernel + "_stream"
     return kernel + "_short" * short
 
 
@@ -887,10 +900,7 @@ def _corr_loss_grad(a, b, scale, pos, ga, gb):
     pos = _unwanted(_F64, 1) if pos is None else pos[:, 0]
     ga, gb = (_unwanted(a.dtype, 2),) * 2 if ga is None else (_rows(ga), _rows(gb))
     a, b = _rows(a), _rows(b)
-    # Rows of one line are not streamed: their dot products are one masked vector
-    # (line_dot), whose lanes LLVM sums in an order of its choosing, which differed between
-    # the two kernels (other bits), and they measured 0.85-1.15x streamed.
-    stream = ga.size > 0 and R * a.itemsize > LINE and rows_stream(ga, b) and rows_stream(gb, a)
+    stream = ga.size > 0 and rows_stream(ga, b) and rows_stream(gb, a)
     return launch(_short("rows_corr_grad", S, R, a.itemsize, a, b, ga, gb, stream=stream),
                   parallel, a, b, pos, ga, gb, scale, nchunks)
 

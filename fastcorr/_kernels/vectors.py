@@ -129,17 +129,21 @@ def _masked_load(context, builder, like, addr, n, fill):
 @intrinsic
 def line_dot(typingctx, x, y, like, n):
     """sum(x[:n] * y[:n]) in like's dtype, for n <= LINE / itemsize unit-stride elements at
-    byte addresses x and y: one masked vector, its lanes summed in any order (the kernels'
-    fastmath allows it, as it does their loops)."""
+    byte addresses x and y: one masked vector, its lanes summed in one fixed order, halves
+    added till one lane is left, with no fast-math flags. LLVM's own reduction (reassoc)
+    summed them in an order of its choosing, which differed between kernels: the streamed
+    and the ordinary fused corr loss gave other bits for the same rows."""
     def codegen(context, builder, signature, args):
-        t = context.get_value_type(like)
         xv, _ = _masked_load(context, builder, like, args[0], args[3], -0.0)
         yv, _ = _masked_load(context, builder, like, args[1], args[3], 0.0)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(t, [t, xv.type]),
-            f"llvm.vector.reduce.fadd.v{xv.type.count}f{like.bitwidth}")
-        return builder.call(fn, [ir.Constant(t, -0.0), builder.fmul(xv, yv)],
-                            fastmath=("reassoc",))
+        v = builder.fmul(xv, yv)
+        lanes = v.type.count
+        while lanes > 1:
+            lanes //= 2
+            half = [ir.Constant(ir.VectorType(ir.IntType(32), lanes), list(range(i, i + lanes)))
+                    for i in (0, lanes)]
+            v = builder.fadd(*(builder.shuffle_vector(v, v, h) for h in half))
+        return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
 
     return like(types.intp, types.intp, like, types.intp), codegen
 
