@@ -264,7 +264,46 @@ def test_short_rows_match_the_reference(dtype, monkeypatch):
         wa, wb = reference.correlation_vjp(a64, b64, g.astype(np.float64))
         np.testing.assert_allclose(va, wa, rtol=eps)
         np.testing.assert_allclose(vb, wb, rtol=eps)
-    assert {"rows_dot_short", "rows_corr_grad_short", "rows_vjp_short"} <= set(names)
+    assert {"rows_dot_short", "rows_corr_grad_short", "rows_vjp_short", "rows_dot_short_packed",
+            "rows_corr_grad_short_packed", "rows_vjp_short_packed"} <= set(names)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_packed_rows_are_the_bits_of_the_short_kernels(dtype, monkeypatch):
+    """Contiguous rows of half a line or less go several to a vector (`_short_packed`):
+    each row's dot product summed in line_dot's order, the loss terms in the same blocks,
+    the VJP's weights rounded as before, so the `_short` kernels' bits, at every row count about a block and a chunk, with
+    NaN, infinities and signed zeros among the values; rows with gaps between them take the
+    `_short` kernels."""
+    rng = np.random.default_rng(13)
+    short = cpu._short
+    for C in range(1, 32 // np.dtype(dtype).itemsize + 1):
+        for P in (1, 2, 63, 64, 65, 129, 70_001):
+            a = rng.standard_normal((P, C)).astype(dtype)
+            b = rng.standard_normal((P, C)).astype(dtype)
+            g = rng.standard_normal(P)
+            if P > 64:
+                a[3, 0], b[5, -1], a[7, 0], b[7, 0] = np.nan, np.inf, -0.0, 0.0
+            results = []
+            for kernels in ("packed", "short"):
+                names = launched(monkeypatch)
+                if kernels == "short":
+                    monkeypatch.setattr(cpu, "_short", lambda *args, **kw: short(
+                        *args, **kw).replace("_short_packed", "_short"))
+                results.append([fastcorr.correlation(a, b), fastcorr.corr_loss(a, b),
+                                *fastcorr.corr_loss_and_grad(a, b, reduction="none"),
+                                *fastcorr.corr_loss_and_grad(a, b),
+                                *fastcorr.correlation_vjp(a, b, g),
+                                *fastcorr.correlation_vjp(a, b, g.astype(dtype))])
+                monkeypatch.undo()
+                if P > 64:
+                    assert names and all(n.endswith("_" + kernels) for n in names), names
+            for x, y in zip(*results):
+                np.testing.assert_array_equal(x, y)
+    wide = np.ones((70_001, 8), dtype)
+    names = launched(monkeypatch)
+    fastcorr.corr_loss_and_grad(wide[:, :2], wide[:, :2])
+    assert names == ["rows_corr_grad_short"]
 
 
 @pytest.mark.parametrize("C", [1, 3, 4, 5, 8, 16])

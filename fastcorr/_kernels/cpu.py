@@ -32,9 +32,9 @@ import numpy as np
 from numba import njit, typeof
 
 from . import threads
-from .vectors import (LINE, address, line_dot, line_scale, line_straddle, more_streams,
-                      rows_stream, run_lines, run_product, run_square, square_lines,
-                      streams)
+from .vectors import (LINE, address, ahead, ahead_write, line_dot, line_scale, line_straddle,
+                      more_streams, rows_dots, rows_scaled, rows_stream, run_lines, run_product,
+                      run_square, square_lines, streams)
 
 # reassoc lets LLVM vectorise the blocked float sums; contract allows fused multiply-adds.
 # Both change results only by float rounding; nothing here assumes finite values, so NaN and
@@ -59,6 +59,11 @@ PARALLEL_BYTES = 16 << 20
 # Fixed True in the rows kernels' "_short" variants (_short_rows): rows of one cache line or
 # less, whose loops would run scalar, go through one masked vector each (vectors.py).
 SHORT_ROWS = False
+# Fixed True, with SHORT_ROWS, in the rows kernels' "_short_packed" variants: rows of half a
+# cache line or less, one after another, as many at a time as fill a line (vectors.rows_dots;
+# a chunk of fewer than BLOCK rows goes row by row, as the _short variants: the same bits,
+# without the setting up, which cost a small call 0.1 us).
+PACKED_ROWS = False
 # Fixed True in the "_stream" variants, which write their gradients with streaming stores
 # (vectors.py): rows of whole lines (rows_stream), and the product loss's one long row. On an
 # Intel Xeon VM write-allocate was a third of these kernels' memory traffic.
@@ -279,8 +284,11 @@ def _row_dot(a, b, p, line):
     """_dot of row p of 2-D a and b; with line (rows of one cache line or less, unit stride),
     as one masked vector (vectors.py)."""
     if line:
-        return np.float64(line_dot(address(a) + p * a.strides[0], address(b) + p * b.strides[0],
-                                   a.dtype.type(0), a.shape[1]))
+        x = address(a) + p * a.strides[0]
+        y = address(b) + p * b.strides[0]
+        ahead(x)
+        ahead(y)
+        return np.float64(line_dot(x, y, a.dtype.type(0), a.shape[1]))
     return _dot(a[p], b[p])
 
 
@@ -288,6 +296,9 @@ def _row_dot(a, b, p, line):
 def _row_scaled(w, a, b, ga, gb, p, line):
     """_scaled of row p; with line, as one masked vector each (rows above MASKED_STORE_MIN
     bytes)."""
+    if line:
+        ahead_write(address(ga) + p * ga.strides[0])
+        ahead_write(address(gb) + p * gb.strides[0])
     if line and a.shape[1] * a.itemsize > MASKED_STORE_MIN:
         R = a.shape[1]
         line_scale(address(ga) + p * ga.strides[0], address(b) + p * b.strides[0], w, R)
@@ -450,7 +461,9 @@ def rows_dot(a, b, out, sums, comps, c0, c1, nchunks):
     seg = -(-R // S)
     for c in range(c0, c1):
         lo, hi = bounds(c, nchunks, P * S)
-        if S == 1:
+        if PACKED_ROWS and hi - lo >= BLOCK:
+            _packed(a, b, out[:, 0], out[:0, 0], a[:0], b[:0], 1.0, lo, hi)
+        elif S == 1:
             for p in range(lo, hi):
                 out[p, 0] = _row_dot(a, b, p, SHORT_ROWS)
         else:
@@ -464,7 +477,9 @@ def rows_corr_grad(a, b, pos, ga, gb, scale, sums, comps, c0, c1, nchunks):
     P, R = a.shape
     for c in range(c0, c1):
         lo, hi = bounds(c, nchunks, P)
-        if STREAM_ROWS:
+        if PACKED_ROWS and hi - lo >= BLOCK:
+            s, e = _packed(a, b, pos, pos[:0], ga, gb, scale, lo, hi)
+        elif STREAM_ROWS:
             s, e = _corr_rows_streamed(a, b, pos, ga, gb, scale, lo, hi, SHORT_ROWS)
         else:
             s, e = _corr_rows(a, b, pos, ga, gb, scale, lo, hi, SHORT_ROWS)
@@ -500,6 +515,52 @@ def _corr_rows(a, b, pos, ga, gb, scale, lo, hi, line):
         if ga.size:
             _row_scaled(a.dtype.type(scale * d), a, b, ga, gb, p, line)
         s, e = neumaier(s, e, 0.5 * d * d)
+    return s, e
+
+
+@njit(**INLINE)
+def _packed(a, b, pos, g, ga, gb, scale, lo, hi):
+    """Rows [lo, hi) of the PACKED_ROWS variants, as many rows at a time as fill a line:
+    their dot products into pos, the loss sum of their squares as _corr_rows takes it, and
+    the gradients ga, gb <- like(scale * the dot product) * (b, a); or, where g is not empty
+    (the VJP), no dot products and the gradients like(g) * (b, a). Each row's dot product
+    has line_dot's bits, so the rows give the _short variants' bits."""
+    R = a.shape[1]
+    G = LINE // a.itemsize // R
+    like = a.dtype.type(0)
+    lanes = np.empty(LINE // a.itemsize, a.dtype)
+    offs = np.empty(LINE // a.itemsize, np.int32)  # each lane's offset in its row
+    o = 0
+    for i in range(offs.size):  # no division: a small call has few rows to spread it over
+        offs[i] = o
+        o = o + 1 if o + 1 < R else 0
+    s = 0.0
+    e = 0.0
+    for p0 in range(lo, hi, BLOCK):
+        part = 0.0
+        end = min(p0 + BLOCK, hi)
+        for p in range(p0, end, G):
+            n = min(G, end - p)
+            off = p * R * a.itemsize
+            ahead(address(a) + off)
+            ahead(address(b) + off)
+            if g.size:
+                for j in range(n):
+                    lanes[j * R] = a.dtype.type(g[p + j])
+            else:
+                rows_dots(address(lanes), address(a) + off, address(b) + off, address(offs),
+                          like, R, n)
+                for j in range(n):
+                    d = np.float64(lanes[j * R])
+                    if pos.size:
+                        pos[p + j] = d
+                    part = _plain(part, 0.5 * d * d)
+            if ga.size:
+                ahead_write(address(ga) + off)
+                ahead_write(address(gb) + off)
+                rows_scaled(address(ga) + off, address(gb) + off, address(a) + off,
+                            address(b) + off, address(lanes), address(offs), like, R, n, scale)
+        s, e = neumaier(s, e, part)
     return s, e
 
 
@@ -578,6 +639,9 @@ def rows_vjp(a, b, g, ga, gb, S, sums, comps, c0, c1, nchunks):
         lo, hi = bounds(c, nchunks, P * S)
         if STREAM_ROWS:  # S == 1
             _vjp_rows_streamed(a, b, g, ga, gb, lo, hi)
+            continue
+        if PACKED_ROWS and hi - lo >= BLOCK:  # S == 1
+            _packed(a, b, np.empty(0), g, ga, gb, 1.0, lo, hi)
             continue
         for t in range(lo, hi):
             p, _, r0, r1 = _segment(t, S, seg, R)
@@ -733,6 +797,7 @@ register(
     *(_variant(fn, flag) for fn in (rows_vjp, rows_corr_grad)
       for flag in ("SHORT_ROWS", "STREAM_ROWS")),
     _variant(rows_corr_grad, "SHORT_ROWS", "STREAM_ROWS"),
+    *(_variant(fn, "SHORT_ROWS", "PACKED_ROWS") for fn in (rows_dot, rows_corr_grad, rows_vjp)),
     strided_dot,
     strided_corr_grad,
     strided_product,
@@ -814,6 +879,10 @@ def _short(kernel, S, R, itemsize, *rows, stream=False):
     if stream and S == 1:
         both = kernel + "_short_stream"
         return both if short and both in _KERNELS else kernel + "_stream"
+    packed = kernel + "_short_packed"
+    if short and packed in _KERNELS and 2 * R * itemsize <= LINE and all(
+            x.strides[0] == R * itemsize for x in rows if x.size):
+        return packed
     return kernel + "_short" * short
 
 
