@@ -22,6 +22,7 @@ CASES = [  # shape, axis: runs of RUN_MIN bytes or more, of every length mod a c
     ((2, 16, 8, 1025), 2),
     ((1, 5, 1030), 1),
     ((4, 3, 2, 600), 0),
+    ((3, 20, 100, 3), 1),  # runs of 300 elements: under 4 KiB of float32, partial lines
 ]
 
 
