@@ -442,6 +442,22 @@ def test_plans_hand_their_kernels_the_types_planned(monkeypatch):
     assert len(set(made)) >= 5  # the plans of every operation were made, and ran
 
 
+@pytest.mark.parametrize("axis", [1, -1, (1, 2)])
+def test_vjp_grad_of_the_inputs_dtype_gives_the_bits_of_its_float64_copy(backend, axis):
+    """An upstream gradient of the compute dtype goes to the kernels as it is, not as a
+    float64 copy: its products with the inputs are the same bits either way."""
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((3, 17, 9, 4)).astype(np.float32)
+    b = rng.standard_normal((3, 17, 9, 4)).astype(np.float32)
+    a.flat[::13], b.flat[5::17] = -0.0, np.inf
+    g = rng.standard_normal(np.sum(a, axis=axis).shape).astype(np.float32) * 1e30
+    g.flat[:4] = [np.nan, -0.0, 1e-40, 3e38]
+    got = fastcorr.correlation_vjp(a, b, g, axis, backend=backend)
+    want = fastcorr.correlation_vjp(a, b, g.astype(np.float64), axis, backend=backend)
+    for x, y in zip(got, want):
+        assert x.dtype == np.float32 and x.tobytes() == y.tobytes()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("axis", [1, -1, 0, (1, 2)])
 @pytest.mark.parametrize("grad", ["same", "float64", "float32", "int64", ">f8", "reversed",
