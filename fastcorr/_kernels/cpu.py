@@ -926,7 +926,7 @@ def correlation(a, b, out):
 
 
 def correlation_vjp(a, b, g, ga, gb):
-    """ga = g * b and gb = g * a, with g (P, Q) float64 broadcast along R."""
+    """ga = g * b and gb = g * a, with g (P, Q), float64 or of a's dtype, broadcast along R."""
     if _empty(a):
         return
     parallel, S, QB, nchunks = _plan(a.shape, a.itemsize, writes=True)
