@@ -167,6 +167,7 @@ def _moved(builder, v, h, down):
 
 
 def _below(builder, h, R):
+    """Whether the constant h is below R (a step of h that does anything)."""
     return builder.icmp_signed("<", ir.Constant(R.type, h), R)
 
 
@@ -213,8 +214,9 @@ def rows_scaled(typingctx, gx, gy, x, y, lanes, offs, like, R, n, scale):
     each row's w = like(scale * its dot product), from the line at byte address lanes
     (rows_dots' dst) spread over its row's lanes (lane i takes lane i - its offset, one bit
     of the offset a step); one masked load and store each, lanes past the rows neither read
-    nor written. The weights are taken from the line as one vector: written one by one and
-    read as a vector, they waited on a failed store forwarding each time."""
+    nor written. The corr loss's weights are made here from the line of sums, in the vector:
+    written one by one and read as a vector, they waited on a failed store forwarding each
+    time (the VJP writes its g so, with scale 1, and has no sums to wait for)."""
     def codegen(context, builder, signature, args):
         gx, gy, x, y, lanes, offs, _, R, n, scale = args
         size = like.bitwidth // 8
