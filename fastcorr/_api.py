@@ -190,15 +190,14 @@ def correlation_vjp(a: Input, b: Input, grad: Input, axis: Axis = -1, *,
     if call.backend == "reference":
         grads = reference.correlation_vjp(ex.a, ex.b, g.astype(call.dtype), call.axes)
         return tuple(ex.deliver(x, s, o) for x, s, o in zip(grads, call.shapes, outs))
-    if _blocks.needed(call, grads=True):
-        g = ex.contiguous(g, _F64).reshape((lay.prq[0], lay.prq[2]))
-        grads = _blocks.vjp(call, g)
-        return tuple(ex.deliver(x, s, o) for x, s, o in zip(grads, call.shapes, outs))
     # g of the compute dtype goes in as it is: the kernels' products of it are exact in
     # float64 and rounded once, the same bits as from its float64 copy, which at few
     # channels was a fifth array to move (1/C of each input, in float64)
     g = ex.contiguous(g, g.dtype if g.dtype == call.dtype else _F64).reshape(
         (lay.prq[0], lay.prq[2]))
+    if _blocks.needed(call, grads=True):
+        grads = _blocks.vjp(call, g)
+        return tuple(ex.deliver(x, s, o) for x, s, o in zip(grads, call.shapes, outs))
     ga, gb = (ex.target(o, lay.prq, lay.direct(s), (g,)) for o, s in zip(outs, call.shapes))
     ex.run("correlation_vjp", *ex.operands(), g, ga, gb)
     _remember(key, call)
